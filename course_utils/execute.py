@@ -1,0 +1,51 @@
+"""Re-execute notebooks in place and store their outputs: ``make outputs``.
+
+Each notebook runs in a fresh kernel from its own folder, with the environment the tests use
+(offline, fixed hash seed), so the stored outputs are the ones strict nbval compares against.
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+
+ENV = {"HF_HUB_OFFLINE": "1", "PYTHONHASHSEED": "0", "TQDM_DISABLE": "0"}
+
+
+def execute_notebook(path: str | Path, timeout: int = 300, kernel_name: str = "python3") -> float:
+    """Run ``path`` top to bottom in a fresh kernel, save it with its outputs, return the seconds taken.
+
+    Cells tagged ``raises-exception`` may raise; any other error stops and is reported.
+    """
+    path = Path(path)
+    os.environ.update(ENV)
+    nb = nbformat.read(path, as_version=4)
+    client = NotebookClient(nb, timeout=timeout, kernel_name=kernel_name,
+                            resources={"metadata": {"path": str(path.parent.resolve())}})
+    start = time.perf_counter()
+    client.execute()
+    took = time.perf_counter() - start
+    nb.metadata.pop("widgets", None) if not _has_widget_output(nb) else None
+    nbformat.write(nb, path)
+    return took
+
+
+def _has_widget_output(nb) -> bool:
+    return any("application/vnd.jupyter.widget-view+json" in o.get("data", {})
+               for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+
+
+def execute_many(paths: list[str]) -> int:
+    """Execute each notebook; print its time; return 1 if any failed."""
+    failed = 0
+    for p in paths:
+        try:
+            print(f"{p}: {execute_notebook(p):.1f} s", flush=True)
+        except Exception as exc:  # report and go on with the rest
+            failed += 1
+            first = (str(exc).strip().splitlines() or [""])[-1]
+            print(f"{p}: FAILED ({type(exc).__name__}: {first[:300]})", flush=True)
+    return 1 if failed else 0

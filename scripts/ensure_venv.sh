@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Create .venv with the course's pinned stack, install course_utils editable and register the
+# course's Jupyter kernel. Idempotent: when .venv already matches pyproject.toml it installs nothing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+
+pick_python() {
+  for cand in "${PYTHON:-}" python3.11 python3 python; do
+    [ -n "$cand" ] || continue
+    if command -v "$cand" >/dev/null 2>&1 && \
+       "$cand" -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else 1)' 2>/dev/null; then
+      echo "$cand"; return 0
+    fi
+  done
+  return 1
+}
+
+want=$(sha256sum pyproject.toml | cut -c1-16)
+stamp="$VENV/.course-installed"
+if [ -x "$VENV/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+  echo "setup: $VENV is up to date with pyproject.toml (nothing to install)"
+  exit 0
+fi
+
+if [ ! -x "$VENV/bin/python" ]; then
+  py=$(pick_python) || { echo "setup: Python 3.11 is needed: install it (or use 'conda env create -f environment.yml')" >&2; exit 1; }
+  echo "setup: creating $VENV with $($py --version)"
+  "$py" -m venv "$VENV"
+fi
+start=$(date +%s)
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade "pip>=24"
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[test]"
+"$VENV/bin/python" -m ipykernel install --user --name peft-course --display-name "PEFT adapter course (.venv)" >/dev/null
+echo "$want" > "$stamp"
+echo "setup: installed the pinned stack into $VENV in $(( $(date +%s) - start )) s; kernel 'peft-course' registered"

@@ -1,0 +1,39 @@
+"""The setup files agree with each other and with the README."""
+import re
+import tomllib
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+PIN = re.compile(r"^([A-Za-z0-9_.\-]+)==(\S+)$")
+
+
+def _norm(name):
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _pins(reqs):
+    return {_norm(m.group(1)): m.group(2) for r in reqs if (m := PIN.match(r.strip()))}
+
+
+def test_environment_yml_matches_pyproject():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = _pins(project["dependencies"] + sum(project["optional-dependencies"].values(), []))
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert "python=3.11" in env["dependencies"]
+    assert any(r.startswith("-e .") for r in pip_section)
+    assert _pins(pip_section) == wanted
+
+
+def test_ci_and_readme_use_the_same_test_command():
+    assert "make test" in (ROOT / ".ci" / "run").read_text()
+    readme = (ROOT / "README.md").read_text()
+    assert "make lab" in readme and "make test" in readme and "conda env create -f environment.yml" in readme
+
+
+def test_readme_syllabus_links_exist():
+    readme = (ROOT / "README.md").read_text()
+    for link in re.findall(r"\]\(((?:notebooks|exercises)/[^)]+)\)", readme):
+        assert (ROOT / link).exists(), f"README links to missing {link}"
