@@ -17,6 +17,7 @@ _EXPORTS = {
     "compare_logits": "roundtrip", "sample_batch": "roundtrip",
     "quiz": "quiz", "Quiz": "quiz",
     "device_name": "doctor",
+    "list_files": "files", "read_safetensors_header": "files", "tensor_table": "files",
 }
 
 __all__ = sorted(_EXPORTS)
