@@ -1,0 +1,29 @@
+import nbformat
+
+from course_utils.execute import execute_many, execute_notebook
+
+
+def _write(path, *sources):
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(s) for s in sources])
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+def test_execute_stores_outputs_and_runs_in_the_notebook_folder(tmp_path):
+    path = _write(tmp_path / "a.ipynb", "import os; print(os.path.basename(os.getcwd()))", "1 + 1")
+    seconds = execute_notebook(path)
+    nb = nbformat.read(path, as_version=4)
+    assert seconds > 0
+    assert nb.cells[0].outputs[0]["text"].strip() == tmp_path.name
+    assert nb.cells[1].outputs[0]["data"]["text/plain"] == "2"
+    assert nb.cells[1].execution_count == 2
+
+
+def test_execute_many_reports_failures_and_goes_on(tmp_path, capsys):
+    bad = _write(tmp_path / "bad.ipynb", "raise RuntimeError('boom')")
+    good = _write(tmp_path / "good.ipynb", "print('fine')")
+    assert execute_many([str(bad), str(good)]) == 1
+    out = capsys.readouterr().out
+    assert "bad.ipynb: FAILED" in out and "good.ipynb:" in out
+    assert nbformat.read(good, as_version=4).cells[0].outputs[0]["text"] == "fine\n"
