@@ -17,7 +17,15 @@ _EXPORTS = {
     "compare_logits": "roundtrip", "sample_batch": "roundtrip",
     "quiz": "quiz", "Quiz": "quiz",
     "device_name": "doctor",
+    "placement_report": "placement", "assert_single_device": "placement",
+    "adapter_playground": "widgets", "playground_reply": "widgets",
     "list_files": "files", "read_safetensors_header": "files", "tensor_table": "files",
+    "diagnose": "diagnosis", "Diagnosis": "diagnosis",
+    "linear_module_names": "modules", "expect_error": "errors", "describe_error": "errors",
+    "safe_save": "safe_ops", "merge_to_folder": "safe_ops", "load_bin_adapter_weights": "safe_ops",
+    "train_demo_adapter": "training",
+    "full_model_bytes": "storage", "adapter_bytes": "storage", "rank_explorer": "storage",
+    "lesson1_adapter": "artifacts", "lesson1_model": "artifacts",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -25,7 +33,10 @@ __all__ = sorted(_EXPORTS)
 
 def __getattr__(name: str):
     if name in _EXPORTS:
-        return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        # Importing submodule ``quiz`` sets the package attribute ``quiz`` to the module; put the function back.
+        globals()[name] = value
+        return value
     raise AttributeError(f"module 'course_utils' has no attribute {name!r}")
 
 

@@ -28,6 +28,32 @@ def _execute(args) -> int:
     return execute_many(args.notebooks)
 
 
+def _grade(args) -> int:
+    from .grader import run_grade
+
+    return run_grade(args.paths, as_json=args.json, csv_path=args.csv, solutions=args.solutions,
+                     cell_timeout=args.cell_timeout, total_timeout=args.total_timeout,
+                     locked_timeout=args.locked_timeout)
+
+
+def _exercises(args) -> int:
+    from .exercise_build import run_build
+
+    return run_build(check_only=args.check)
+
+
+def _diagnose(args) -> int:
+    from .diagnosis import diagnose
+
+    if args.base is not None:
+        from .notebook import quiet_libraries
+
+        quiet_libraries()
+    report = diagnose(args.path, base_model=args.base)
+    print(report)
+    return 0 if report.ok else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m course_utils", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -40,6 +66,25 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("execute", help="re-execute notebooks in place and store their outputs")
     p.add_argument("notebooks", nargs="+")
     p.set_defaults(func=_execute)
+    p = sub.add_parser("grade", help="grade exercise submissions (notebooks or folders of them)")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("--json", action="store_true", help="one JSON object per submission per line")
+    p.add_argument("--csv", metavar="FILE", help="also write a gradebook: one row per submission")
+    p.add_argument("--solutions", metavar="DIR", help="solution notebooks to take the checks from")
+    p.add_argument("--cell-timeout", type=float, default=60, help="seconds for one learner cell (default 60)")
+    p.add_argument("--locked-timeout", type=float, default=120,
+                   help="seconds for one given or check cell (default 120)")
+    p.add_argument("--total-timeout", type=float, default=600, help="seconds per submission (default 600)")
+    p.set_defaults(func=_grade)
+    p = sub.add_parser("exercises", help="exercise tools: `exercises build` writes the student copies")
+    p.add_argument("action", choices=["build"])
+    p.add_argument("--check", action="store_true", help="only report stale student copies (exit 1 if any)")
+    p.set_defaults(func=_exercises)
+    p = sub.add_parser("diagnose", help="find what is wrong with a saved adapter folder (one line per problem)")
+    p.add_argument("path", help="the adapter folder")
+    p.add_argument("--base", metavar="MODEL",
+                   help='also check it fits this base model: a local folder, or "course" for the course model')
+    p.set_defaults(func=_diagnose)
     args = parser.parse_args(argv)
     return args.func(args)
 

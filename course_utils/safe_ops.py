@@ -1,0 +1,135 @@
+"""Saving and merging without losing work: atomic saves, merges that keep the adapters, safe ``.bin`` loading.
+
+Defined in lesson 3 (``safe_save``, ``merge_to_folder``, ``load_bin_adapter_weights``).
+
+``safe_save`` writes into a hidden temporary folder beside the target and renames it into place only once
+``save_pretrained`` has returned, so a crash or a kill mid-save leaves either the old folder or the new one,
+never a half-written mix. One writer per folder is assumed.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+CONFIG = "adapter_config.json"
+
+
+def _non_empty(folder: Path) -> bool:
+    return folder.is_dir() and any(folder.iterdir())
+
+
+def _siblings(folder: Path, kind: str) -> list[Path]:
+    prefix = f".{folder.name}.{kind}-"
+    if not folder.parent.is_dir():
+        return []
+    return sorted(p for p in folder.parent.iterdir() if p.name.startswith(prefix))
+
+
+def _recover(folder: Path) -> None:
+    """Undo what a killed ``safe_save`` left: put a moved-aside old folder back, delete half-written temp folders."""
+    old = [p for p in _siblings(folder, "old") if p.is_dir()]
+    if old and not folder.exists():
+        os.rename(old[-1], folder)  # killed between moving the old folder aside and renaming the new one in
+        old = old[:-1]
+    for stale in old + _siblings(folder, "saving"):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+def safe_save(model, folder, overwrite: bool = False, **save_pretrained_kwargs) -> Path:
+    """``model.save_pretrained(folder, ...)`` that never leaves a half-written folder or destroys the old one.
+
+    Refuses a non-empty ``folder`` unless ``overwrite=True``. Saves into a temporary sibling folder, then
+    renames it into place; with ``overwrite=True`` the old folder is moved aside first and deleted only
+    after the rename succeeded (and put back if it failed). Returns the folder.
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise FileExistsError(f"{folder} is a file, not a folder: choose another folder name to save into.")
+    _recover(folder)
+    if _non_empty(folder) and not overwrite:
+        raise FileExistsError(f"{folder} is not empty: pass overwrite=True to replace it, or choose a new folder.")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.saving-", dir=folder.parent))
+    try:
+        model.save_pretrained(str(tmp), **save_pretrained_kwargs)
+        if not any(tmp.iterdir()):
+            raise RuntimeError(f"save_pretrained wrote nothing for {folder}: the model is not one that can be saved.")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    aside = None
+    if folder.exists():
+        if _non_empty(folder):
+            aside = folder.parent / f".{folder.name}.old-{time.time_ns()}"
+            os.rename(folder, aside)
+        else:
+            folder.rmdir()
+    try:
+        os.rename(tmp, folder)
+    except BaseException:
+        if aside is not None and not folder.exists():
+            os.rename(aside, folder)
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if aside is not None:
+        shutil.rmtree(aside, ignore_errors=True)
+    return folder
+
+
+def merge_to_folder(peft_model, merged_dir, adapters_dir) -> Path:
+    """Keep every adapter, then write the merged full model to its own clean folder; returns ``merged_dir``.
+
+    1. ``safe_save`` saves all adapters of ``peft_model`` to ``adapters_dir`` (names other than ``default``
+       go to subfolders, as ``PeftModel.save_pretrained`` does).
+    2. A deep copy of the model (so ``peft_model`` stays unmerged and usable; it costs a second copy in
+       memory) merges its active adapter(s) with ``merge_and_unload()``.
+    3. The merged model is saved to ``merged_dir``, which must be empty or new, with no adapter_config.json.
+    """
+    merged_dir, adapters_dir = Path(merged_dir), Path(adapters_dir)
+    if not (hasattr(peft_model, "peft_config") and hasattr(peft_model, "merge_and_unload")):
+        raise TypeError(f"merge_to_folder needs a PeftModel, got {type(peft_model).__name__}: wrap the base with "
+                        "PeftModel.from_pretrained(base, adapter_folder) first.")
+    a, m = merged_dir.resolve(), adapters_dir.resolve()
+    if a == m or a in m.parents or m in a.parents:
+        raise ValueError(f"merged_dir {merged_dir} and adapters_dir {adapters_dir} overlap: use two separate folders.")
+    for folder, role in ((merged_dir, "merged_dir"), (adapters_dir, "adapters_dir")):
+        if _non_empty(folder) or (folder.exists() and not folder.is_dir()):
+            raise FileExistsError(f"{role} {folder} is not empty: choose a new folder (nothing was written).")
+    if any(getattr(module, "merged", False) is True for module in peft_model.modules()):
+        raise ValueError("the model has adapter weights merged in (merge_adapter() was called): call "
+                         "unmerge_adapter() first, so the saved adapters and the merge are both right.")
+    safe_save(peft_model, adapters_dir)
+    merged = copy.deepcopy(peft_model).merge_and_unload()
+    safe_save(merged, merged_dir)
+    if (merged_dir / CONFIG).exists():  # never leave a folder that loaders would take for an adapter
+        (merged_dir / CONFIG).unlink()
+    return merged_dir
+
+
+def load_bin_adapter_weights(path) -> dict:
+    """Tensors of an ``adapter_model.bin`` (a pickle), loaded only with ``torch.load(weights_only=True)``.
+
+    ``path`` is the file or the adapter folder. Raises a one-line error if the file is missing or holds
+    anything but tensors (a pickle that could run code is refused, never executed).
+    """
+    import torch
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / "adapter_model.bin"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist: pass the adapter folder or its adapter_model.bin file.")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ValueError(f"{path.name} was refused by torch.load(weights_only=True) ({type(exc).__name__}): it is corrupted "
+                         "or holds objects that could run code; do not load it with weights_only=False unless you "
+                         "trust its source, ask for adapter_model.safetensors instead.") from None
+    if not (isinstance(state, dict) and all(isinstance(v, torch.Tensor) for v in state.values())):
+        raise ValueError(f"{path.name} holds a {type(state).__name__}, not a dict of tensors: it is not an adapter's "
+                         "weights file.")
+    return state

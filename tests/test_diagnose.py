@@ -1,0 +1,333 @@
+"""course_utils.diagnose: one line per problem with its fix, never a traceback, never a changed folder."""
+import hashlib
+import json
+import shutil
+import struct
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from course_utils import diagnosis as diagnose_module
+from course_utils import paths
+from course_utils.diagnosis import INTERNAL_ERROR, diagnose
+
+SHIPPED = paths.shipped_adapter("english_ner")
+CONFIG_BYTES = (SHIPPED / "adapter_config.json").read_bytes()
+WEIGHTS_BYTES = (SHIPPED / "adapter_model.safetensors").read_bytes()
+HEADER_END = 8 + struct.unpack("<Q", WEIGHTS_BYTES[:8])[0]
+
+
+def snapshot(folder: Path) -> dict:
+    if not folder.exists():
+        return {}
+    if folder.is_file():
+        return {".": hashlib.sha256(folder.read_bytes()).hexdigest()}
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir"
+            for p in sorted(folder.rglob("*"))}
+
+
+def check(folder: Path, *needles: str, base=None):
+    """Diagnose ``folder``; it must find a problem containing every needle, in one line, and change nothing."""
+    before = snapshot(folder)
+    d = diagnose(folder, base_model=base)
+    assert snapshot(folder) == before
+    assert not d.ok, str(d)
+    assert all("\n" not in p for p in d.problems)
+    assert not any(INTERNAL_ERROR in p for p in d.problems), d.problems
+    text = str(d)
+    assert "Traceback" not in text and text.count("\n") == len(d.problems)
+    assert any(all(n in p for n in needles) for p in d.problems), d.problems
+    return d
+
+
+@pytest.fixture()
+def adapter(tmp_path):
+    return Path(shutil.copytree(SHIPPED, tmp_path / "adapter"))
+
+
+def edit_config(folder: Path, **changes):
+    config = json.loads((folder / "adapter_config.json").read_text())
+    for k, v in changes.items():
+        if v is ...:
+            del config[k]
+        else:
+            config[k] = v
+    (folder / "adapter_config.json").write_text(json.dumps(config))
+
+
+def test_a_good_adapter_gives_its_summary(adapter):
+    d = diagnose(adapter)
+    assert d.ok and d.problems == []
+    for piece in ("LORA", "r=16", "lora_alpha 32", "c_attn, c_fc, c_proj", "32 in adapter_model.safetensors",
+                  f"{len(WEIGHTS_BYTES):,} bytes", "F32"):
+        assert piece in d.summary
+    assert str(d) == d.summary
+
+
+def test_a_good_adapter_fits_the_course_model(adapter):
+    d = diagnose(adapter, base_model="course")
+    assert d.ok, str(d)
+    assert "all 16 adapted modules exist" in d.summary
+
+
+def test_missing_path(tmp_path):
+    check(tmp_path / "nope", "does not exist", "check the path")
+
+
+def test_a_file_instead_of_the_folder(adapter):
+    check(adapter / "adapter_config.json", "is a file, not a folder", f"that is {adapter}")
+
+
+def test_unreadable_folder(adapter, monkeypatch):
+    def refuse(folder):
+        raise PermissionError(13, "Permission denied", str(folder))
+
+    monkeypatch.setattr(diagnose_module, "_listing", refuse)
+    check(adapter, "cannot be read", "PermissionError", "chmod -R u+rX")
+
+
+def test_empty_folder(tmp_path):
+    (tmp_path / "empty").mkdir()
+    check(tmp_path / "empty", "empty folder", "save_pretrained")
+
+
+def test_multi_adapter_save_names_the_subfolders_and_the_call(tmp_path):
+    root = tmp_path / "both"
+    for name in paths.ADAPTER_NAMES:
+        shutil.copytree(paths.shipped_adapter(name), root / name)
+    (root / "README.md").write_text("model card")
+    d = check(root, "multi-adapter save", "english_ner, spanish_sentiment",
+              f'PeftModel.from_pretrained(base, "{root}", subfolder="english_ner")', str(root / "english_ner"))
+    assert len(d.problems) == 1
+
+
+def test_multi_adapter_save_reports_a_broken_subfolder(tmp_path):
+    root = tmp_path / "both"
+    for name in paths.ADAPTER_NAMES:
+        shutil.copytree(paths.shipped_adapter(name), root / name)
+    (root / "spanish_sentiment" / "adapter_model.safetensors").unlink()
+    check(root, "in subfolder spanish_sentiment:", "no adapter_model.safetensors")
+
+
+def test_config_not_json(adapter):
+    (adapter / "adapter_config.json").write_bytes(CONFIG_BYTES[: len(CONFIG_BYTES) // 2])
+    check(adapter, "adapter_config.json is not valid JSON", "line", "restore it")
+
+
+def test_config_not_an_object(adapter):
+    (adapter / "adapter_config.json").write_text("[1, 2]")
+    check(adapter, "holds a JSON list")
+
+
+@pytest.mark.parametrize("field, needle", [
+    ("peft_type", 'no "peft_type" field'),
+    ("r", 'no "r" field'),
+    ("target_modules", 'no "target_modules" field'),
+])
+def test_config_missing_a_required_field(adapter, field, needle):
+    edit_config(adapter, **{field: ...})
+    check(adapter, needle)
+
+
+def test_unknown_peft_type(adapter):
+    edit_config(adapter, peft_type="LORRA")
+    check(adapter, "unknown peft_type 'LORRA'", '"peft_type": "LORA"')
+
+
+def test_lowercase_peft_type_gets_the_spelling(adapter):
+    edit_config(adapter, peft_type="lora")
+    check(adapter, "unknown peft_type 'lora'", 'write "LORA"')
+
+
+def test_bad_rank_value(adapter):
+    edit_config(adapter, r=0)
+    check(adapter, '"r": 0', "positive whole number")
+
+
+def test_weights_missing(adapter):
+    (adapter / "adapter_model.safetensors").unlink()
+    check(adapter, "no adapter_model.safetensors", "model.save_pretrained")
+
+
+def test_weights_empty(adapter):
+    (adapter / "adapter_model.safetensors").write_bytes(b"")
+    check(adapter, "adapter_model.safetensors is empty (0 bytes)", "save the adapter again")
+
+
+def test_weights_truncated(adapter):
+    (adapter / "adapter_model.safetensors").write_bytes(WEIGHTS_BYTES[:-1000])
+    check(adapter, "truncated", "save the adapter again")
+
+
+def test_weights_not_safetensors(adapter):
+    (adapter / "adapter_model.safetensors").write_text("this is not a safetensors file at all")
+    check(adapter, "not a safetensors file", "save the adapter again")
+
+
+def test_weights_are_a_renamed_pickle(adapter):
+    import torch
+
+    torch.save({"w": torch.zeros(2)}, adapter / "adapter_model.safetensors")
+    check(adapter, "PyTorch pickle (zip) file renamed", "load_bin_adapter_weights")
+
+
+def test_only_a_bin_file(adapter):
+    import torch
+    from safetensors.torch import load_file
+
+    torch.save(load_file(adapter / "adapter_model.safetensors"), adapter / "adapter_model.bin")
+    (adapter / "adapter_model.safetensors").unlink()
+    check(adapter, "only adapter_model.bin", "pickle", "weights_only=True")
+
+
+def test_weights_for_modules_the_config_does_not_target(adapter):
+    edit_config(adapter, target_modules=["c_attn"])
+    check(adapter, "named c_fc, c_proj", 'target_modules ["c_attn"] does not include')
+
+
+def test_config_targets_modules_without_weights(adapter):
+    edit_config(adapter, target_modules=["c_attn", "c_proj", "c_fc", "q_proj"])
+    check(adapter, "target_modules lists q_proj", "no LoRA weights")
+
+
+def test_rank_mismatch(adapter):
+    edit_config(adapter, r=8)
+    d = check(adapter, "32 LoRA tensor(s) have rank 16", "says r=8", '"r": 16')
+    assert len(d.problems) == 1
+
+
+def test_a_lora_tensor_without_its_partner(adapter):
+    from safetensors.torch import load_file, save_file
+
+    tensors = load_file(adapter / "adapter_model.safetensors")
+    del tensors["base_model.model.transformer.h.2.mlp.c_fc.lora_B.weight"]
+    save_file(tensors, adapter / "adapter_model.safetensors")
+    check(adapter, "only one of lora_A / lora_B", "'transformer.h.2.mlp.c_fc' lacks lora_B")
+
+
+def test_full_model_weights_saved_as_an_adapter(adapter):
+    shutil.copy(paths.SHIPPED_MODEL / "model.safetensors", adapter / "adapter_model.safetensors")
+    check(adapter, "holds no LoRA tensors", "transformer.")
+
+
+def test_a_merged_full_model_where_an_adapter_was_expected(tmp_path):
+    merged = Path(shutil.copytree(paths.SHIPPED_MODEL, tmp_path / "merged"))
+    check(merged, "holds a full model", "AutoModelForCausalLM.from_pretrained")
+
+
+def test_adapter_config_left_in_a_merged_model_folder(tmp_path):
+    merged = Path(shutil.copytree(paths.SHIPPED_MODEL, tmp_path / "merged"))
+    shutil.copy(SHIPPED / "adapter_config.json", merged)
+    d = check(merged, "adapter_config.json left from an adapter save", "merge_to_folder",
+              str(merged / "adapter_config.json"))
+    assert len(d.problems) == 1
+
+
+def test_merged_model_saved_over_the_adapter(adapter):
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(paths.SHIPPED_MODEL / name, adapter)
+    check(adapter, "holds both an adapter", "separate folders")
+
+
+def test_base_without_the_target_modules(adapter):
+    from safetensors.torch import load_file, save_file
+
+    tensors = {k.replace("c_fc", "q_proj"): v for k, v in load_file(adapter / "adapter_model.safetensors").items()}
+    save_file(tensors, adapter / "adapter_model.safetensors")
+    edit_config(adapter, target_modules=["c_attn", "c_proj", "q_proj"])
+    assert diagnose(adapter).ok  # consistent on its own; only the base shows the problem
+    check(adapter, "target_modules q_proj match no module of the base model", "course-tiny-gpt2", base="course")
+    check(adapter, "4 LoRA module(s) of the adapter are not in the base model", base="course")
+
+
+def test_base_of_another_size(adapter, tmp_path):
+    small = tmp_path / "small_base"
+    small.mkdir()
+    config = json.loads((paths.SHIPPED_MODEL / "config.json").read_text())
+    config["n_embd"] = 64
+    (small / "config.json").write_text(json.dumps(config))
+    check(adapter, "do not fit the base model", "has 64 inputs", "another size", base=str(small))
+
+
+def test_base_that_cannot_be_loaded(adapter, tmp_path):
+    check(adapter, "the base model folder", "does not exist", '"course"', base=str(tmp_path / "no_such_model"))
+    (tmp_path / "no_config").mkdir()
+    check(adapter, "holds no config.json", base=str(tmp_path / "no_config"))
+    check(adapter, "cannot load the base model 'not-a-cached-hub-model'", base="not-a-cached-hub-model")
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "course_utils", "diagnose", *map(str, args)],
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_cli_exit_codes_and_no_traceback(adapter, tmp_path):
+    good = run_cli(adapter)
+    assert good.returncode == 0 and "no problem found" in good.stdout and "r=16" in good.stdout
+    edit_config(adapter, r=4)
+    (tmp_path / "empty").mkdir()
+    for args, needle in [((adapter,), "says r=4"), ((tmp_path / "missing",), "does not exist"),
+                         ((tmp_path / "empty",), "empty folder"),
+                         ((adapter, "--base", tmp_path / "nope"), "the base model folder")]:
+        run = run_cli(*args)
+        assert run.returncode == 1, run
+        assert needle in run.stdout and "Traceback" not in run.stdout + run.stderr
+
+
+def test_diagnose_imports_neither_torch_nor_peft():
+    code = ("import sys, course_utils; course_utils.diagnose(sys.argv[1]); d = course_utils.diagnose(sys.argv[1]); "
+            "print(d.ok, 'torch' in sys.modules, 'peft' in sys.modules, 'transformers' in sys.modules)")
+    run = subprocess.run([sys.executable, "-c", code, str(SHIPPED)], capture_output=True, text=True, timeout=60)
+    assert run.stdout.split() == ["True", "False", "False", "False"], run
+
+
+def _mutate(data: bytes, flips, cut) -> bytes:
+    buf = bytearray(data)
+    for pos, value in flips:
+        buf[pos % len(buf)] = value
+    return bytes(buf[:cut]) if cut is not None else bytes(buf)
+
+
+def _assert_survives(folder: Path):
+    before = snapshot(folder)
+    d = diagnose(folder)
+    assert snapshot(folder) == before
+    assert isinstance(d.ok, bool) and all("\n" not in p for p in d.problems)
+    assert not any(INTERNAL_ERROR in p for p in d.problems), d.problems
+    assert "Traceback" not in str(d)
+
+
+FUZZ = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+
+@FUZZ
+@given(flips=st.lists(st.tuples(st.one_of(st.integers(0, HEADER_END + 16), st.integers(0, len(WEIGHTS_BYTES) - 1)),
+                                st.integers(0, 255)), max_size=4),
+       cut=st.one_of(st.none(), st.integers(0, len(WEIGHTS_BYTES))))
+def test_corrupted_weights_never_raise_nor_change_the_folder(flips, cut):
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(shutil.copytree(SHIPPED, Path(tmp) / "a"))
+        (folder / "adapter_model.safetensors").write_bytes(_mutate(WEIGHTS_BYTES, flips, cut))
+        _assert_survives(folder)
+
+
+@FUZZ
+@given(flips=st.lists(st.tuples(st.integers(0, len(CONFIG_BYTES) - 1), st.integers(0, 255)), max_size=4),
+       cut=st.one_of(st.none(), st.integers(0, len(CONFIG_BYTES))),
+       replace=st.one_of(st.none(), st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+                                                 lambda c: st.lists(c, max_size=3) | st.dictionaries(
+                                                     st.text(max_size=5), c, max_size=3), max_leaves=6)),
+       field=st.sampled_from(["peft_type", "r", "target_modules", "lora_alpha", "rank_pattern", "bias"]))
+def test_corrupted_config_never_raises_nor_changes_the_folder(flips, cut, replace, field):
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(shutil.copytree(SHIPPED, Path(tmp) / "a"))
+        if replace is not None:  # a valid JSON file with one field set to an arbitrary JSON value
+            edit_config(folder, **{field: replace})
+        else:
+            (folder / "adapter_config.json").write_bytes(_mutate(CONFIG_BYTES, flips, cut))
+        _assert_survives(folder)
