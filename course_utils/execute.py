@@ -28,9 +28,26 @@ def execute_notebook(path: str | Path, timeout: int = 300, kernel_name: str = "p
     start = time.perf_counter()
     client.execute()
     took = time.perf_counter() - start
-    nb.metadata.pop("widgets", None) if not _has_widget_output(nb) else None
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs = merge_streams(cell.outputs)
+    if not _has_widget_output(nb):
+        nb.metadata.pop("widgets", None)
     nbformat.write(nb, path)
     return took
+
+
+def merge_streams(outputs: list) -> list:
+    """Join consecutive stdout (or stderr) chunks, so how the kernel happened to flush does not change the file."""
+    merged: list = []
+    for out in outputs:
+        prev = merged[-1] if merged else None
+        if (out.get("output_type") == "stream" and prev is not None and prev.get("output_type") == "stream"
+                and prev.get("name") == out.get("name")):
+            prev["text"] = prev["text"] + out["text"]
+        else:
+            merged.append(out)
+    return merged
 
 
 def _has_widget_output(nb) -> bool:

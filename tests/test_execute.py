@@ -1,6 +1,6 @@
 import nbformat
 
-from course_utils.execute import execute_many, execute_notebook
+from course_utils.execute import execute_many, execute_notebook, merge_streams
 
 
 def _write(path, *sources):
@@ -27,3 +27,11 @@ def test_execute_many_reports_failures_and_goes_on(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "bad.ipynb: FAILED" in out and "good.ipynb:" in out
     assert nbformat.read(good, as_version=4).cells[0].outputs[0]["text"] == "fine\n"
+
+
+def test_merge_streams_joins_consecutive_chunks_of_one_stream():
+    out = nbformat.v4.new_output
+    chunks = [out("stream", name="stdout", text="a\n"), out("stream", name="stdout", text="b\n"),
+              out("stream", name="stderr", text="e\n"), out("stream", name="stdout", text="c\n")]
+    merged = merge_streams(chunks)
+    assert [(o["name"], o["text"]) for o in merged] == [("stdout", "a\nb\n"), ("stderr", "e\n"), ("stdout", "c\n")]

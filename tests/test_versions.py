@@ -27,6 +27,6 @@ def test_installed_version_drops_local_label():
 
 def test_versions_summary(monkeypatch):
     text = versions.versions_summary()
-    assert "transformers  5.23.0" in text and "match the tested set" in text
+    assert "transformers  5.23.0" in text and "matches the tested set" in text
     monkeypatch.setattr(versions, "installed_version", lambda n: "0.0.1" if n == "peft" else versions.pinned_versions()[n])
     assert "NOT the tested set: peft 0.0.1 (want 0.21.2)" in versions.versions_summary()

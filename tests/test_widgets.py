@@ -1,0 +1,78 @@
+import pytest
+
+from course_utils import complete, shipped_adapter
+from course_utils.tasks import ner_prompt, sentiment_prompt
+from course_utils.widgets import BASE, adapter_playground, playground_reply
+
+REVIEW = "El hotel fue horrible."
+
+
+@pytest.fixture(scope="module")
+def two_adapters(tokenizer):
+    from peft import PeftModel
+
+    from course_utils import load_base_model
+
+    model = PeftModel.from_pretrained(load_base_model(), shipped_adapter("spanish_sentiment"),
+                                      adapter_name="spanish_sentiment")
+    model.load_adapter(shipped_adapter("english_ner"), adapter_name="english_ner")
+    return model
+
+
+def test_reply_matches_each_adapter(two_adapters, tokenizer):
+    model = two_adapters
+    for name in ("spanish_sentiment", "english_ner"):
+        model.set_adapter(name)
+        expected = complete(model, tokenizer, sentiment_prompt(REVIEW), max_new_tokens=16).strip()
+        model.set_adapter("english_ner")  # the reply must not depend on the active adapter
+        assert playground_reply(model, tokenizer, REVIEW, name, "sentiment (Reseña:)") == expected
+    with model.disable_adapter():
+        expected = complete(model, tokenizer, ner_prompt("Tom lives near Oslo."), max_new_tokens=16).strip()
+    assert playground_reply(model, tokenizer, "Tom lives near Oslo.", BASE) == expected
+    assert model.active_adapters == ["english_ner"]
+
+
+def test_panel_callback_updates_output(two_adapters, tokenizer):
+    panel = adapter_playground(two_adapters, tokenizer, text=REVIEW, prompt_format="sentiment (Reseña:)")
+    c = panel.controls
+    assert "course-adapter-panel" in panel._dom_classes
+    assert "course-adapter-output" in c["output"]._dom_classes
+    assert list(c["adapter"].options) == ["spanish_sentiment", "english_ner", BASE]
+    seen = {}
+    for name in c["adapter"].options:
+        c["adapter"].value = name  # the browser does this; the observer regenerates
+        seen[name] = c["output"].value
+    assert seen["spanish_sentiment"] == f"<pre>{playground_reply(two_adapters, tokenizer, REVIEW, 'spanish_sentiment', 'sentiment (Reseña:)')}</pre>"
+    assert len(set(seen.values())) == 3  # each adapter (and the base) answers differently here
+    c["text"].value = "   "
+    assert "Type a sentence first." in c["output"].value
+
+
+def test_panel_escapes_text_and_shows_errors(two_adapters, tokenizer, monkeypatch):
+    import course_utils.widgets as widgets
+
+    panel = adapter_playground(two_adapters, tokenizer)
+    c = panel.controls
+    monkeypatch.setattr(widgets, "playground_reply", lambda *a: "<b>x</b>")
+    c["run"].click()
+    assert c["output"].value == "<pre>&lt;b&gt;x&lt;/b&gt;</pre>"
+
+    def boom(*a):
+        raise RuntimeError("boom\nsecond line")
+
+    monkeypatch.setattr(widgets, "playground_reply", boom)
+    c["text"].value = "keep me"
+    assert c["output"].value == "<pre>Error: RuntimeError: boom</pre>"
+    assert c["text"].value == "keep me"
+
+
+def test_bad_choices_are_clear(two_adapters, tokenizer):
+    with pytest.raises(ValueError, match="No adapter named 'spanish'"):
+        playground_reply(two_adapters, tokenizer, REVIEW, "spanish")
+    with pytest.raises(ValueError, match="Unknown prompt format"):
+        playground_reply(two_adapters, tokenizer, REVIEW, BASE, "chat")
+
+
+def test_panel_needs_a_peft_model(tokenizer, base_model):
+    with pytest.raises(TypeError, match="needs a PeftModel"):
+        adapter_playground(base_model, tokenizer)
