@@ -2,10 +2,11 @@
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 LAB_ARGS ?=
+MAX_RATIO ?= 1.25
 export HF_HUB_OFFLINE := 1
 export PYTHONHASHSEED := 0
 
-.PHONY: help setup lab test test-fast check-notebooks outputs doctor assets clean
+.PHONY: help setup lab test test-fast check-notebooks outputs doctor assets bench clean
 
 help:
 	@echo "make lab             set up .venv (first run only) and open JupyterLab on notebooks/"
@@ -13,6 +14,8 @@ help:
 	@echo "make outputs         re-execute every notebook and store its outputs"
 	@echo "make doctor          check versions, device and every adapter load path"
 	@echo "make assets          rebuild the shipped tiny model and adapters (a few minutes)"
+	@echo "make check-notebooks strict nbval on every notebook, in parallel, within MAX_RATIO x the import floor"
+	@echo "make bench           adapter vs full-model size, save/load/switch time and memory -> benchmarks/"
 
 setup:
 	@bash scripts/ensure_venv.sh
@@ -20,21 +23,27 @@ setup:
 lab: setup
 	$(VENV)/bin/jupyter lab --ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/notebooks $(LAB_ARGS)
 
+# In `make test` the notebook timing ratio is reported, not enforced (a test never asserts a wall-clock
+# time); `make check-notebooks` alone fails above MAX_RATIO x the import floor.
 test: setup
-	$(PY) -m pytest -n 2 tests
-	$(MAKE) --no-print-directory check-notebooks
+	$(PY) -m pytest -n 2 --dist loadfile tests
+	$(MAKE) --no-print-directory check-notebooks MAX_RATIO=inf
 
 check-notebooks: setup
-	$(PY) -m pytest -n 2 --dist loadfile --nbval --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:randomly notebooks exercises
+	$(PY) scripts/check_notebooks.py --max-ratio $(MAX_RATIO)
 
 outputs: setup
-	$(PY) -m course_utils execute notebooks/*.ipynb exercises/solutions/*.ipynb exercises/*.ipynb
+	$(PY) -m course_utils execute notebooks/*.ipynb exercises/solutions/*.ipynb
+	$(PY) -m course_utils exercises build
 
 doctor: setup
 	$(PY) -m course_utils doctor
 
 assets: setup
 	$(PY) -m course_utils build-assets
+
+bench: setup
+	$(PY) -m course_utils.bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache test-output

@@ -12,7 +12,7 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
-ENV = {"HF_HUB_OFFLINE": "1", "PYTHONHASHSEED": "0", "TQDM_DISABLE": "0"}
+ENV = {"HF_HUB_OFFLINE": "1", "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1"}
 
 
 def execute_notebook(path: str | Path, timeout: int = 300, kernel_name: str = "python3") -> float:
@@ -23,7 +23,7 @@ def execute_notebook(path: str | Path, timeout: int = 300, kernel_name: str = "p
     path = Path(path)
     os.environ.update(ENV)
     nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(nb, timeout=timeout, kernel_name=kernel_name,
+    client = NotebookClient(nb, timeout=timeout, kernel_name=kernel_name, record_timing=False,
                             resources={"metadata": {"path": str(path.parent.resolve())}})
     start = time.perf_counter()
     client.execute()

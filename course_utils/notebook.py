@@ -16,6 +16,7 @@ NOISY_WARNINGS = (
     r".*`loss_type=None` was set in the config.*",
     r".*Could not find a config file in.*",
     r".*copying from a non-meta parameter in the checkpoint to a meta parameter.*",
+    r".*Already found a `peft_config` attribute in the model.*",
 )
 
 

@@ -1,0 +1,171 @@
+"""Student copies of the exercises, generated from the solution notebooks: ``python -m course_utils exercises build``.
+
+The solution notebooks in ``exercises/solutions/`` are the one source. They mark answers with nbgrader's
+``### BEGIN SOLUTION`` / ``### END SOLUTION`` and carry nbgrader cell metadata. A student copy replaces
+each answer region with a stub that sets the answer's names to None, and stores the outputs a fresh run
+of the copy gives: the given cells' outputs (copied from the solution), nothing for the answer cells, and
+for each check cell (tagged ``raises-exception``) the ✗ error its unanswered check raises. Strict nbval
+then proves that the solutions pass and the stubs do not. Used by the exercises of lessons 1-5.
+"""
+from __future__ import annotations
+
+import ast
+import copy
+import re
+from pathlib import Path
+
+import nbformat
+
+from .paths import ASSETS
+
+EXERCISES = ASSETS.parent.parent / "exercises"
+SOLUTIONS = EXERCISES / "solutions"
+BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
+STUB_COMMENT = "# YOUR CODE HERE (replace None with your answer)"
+RAISES = "raises-exception"
+_REGION = re.compile(rf"^([ \t]*){re.escape(BEGIN)}[^\n]*\n(.*?)^[ \t]*{re.escape(END)}[^\n]*(\n|$)",
+                     re.MULTILINE | re.DOTALL)
+
+
+def nbgrader_meta(cell) -> dict:
+    return cell.get("metadata", {}).get("nbgrader", {}) or {}
+
+
+def is_answer(cell) -> bool:
+    return cell.cell_type == "code" and bool(nbgrader_meta(cell).get("solution"))
+
+
+def is_check(cell) -> bool:
+    meta = nbgrader_meta(cell)
+    return cell.cell_type == "code" and bool(meta.get("grade")) and not meta.get("solution")
+
+
+def assigned_names(code: str) -> list[str]:
+    """Names a piece of code assigns at its top level, in order (``a = ...``, ``a: T = ...``, ``for a in``)."""
+    names: list[str] = []
+
+    def add(target):
+        if isinstance(target, ast.Name) and target.id not in names:
+            names.append(target.id)
+        elif isinstance(target, (ast.Tuple, ast.List)):
+            for t in target.elts:
+                add(t)
+
+    for node in ast.parse(code).body:
+        if isinstance(node, ast.Assign):
+            for t in node.targets:
+                add(t)
+        elif isinstance(node, (ast.AnnAssign, ast.AugAssign)):
+            add(node.target)
+    return names
+
+
+def stub_for(region: str, indent: str = "") -> str:
+    """What replaces one answer region: a comment and ``name = None`` for each name the answer assigns."""
+    import textwrap
+
+    try:
+        names = assigned_names(textwrap.dedent(region))
+    except SyntaxError:
+        names = []
+    lines = [STUB_COMMENT] + [f"{n} = None" for n in names]
+    if not names:
+        lines.append('raise NotImplementedError("Write your answer here")')
+    return "".join(f"{indent}{line}\n" for line in lines)
+
+
+def strip_solutions(source: str) -> str:
+    """``source`` with every BEGIN/END SOLUTION region replaced by its stub."""
+    if BEGIN not in source:
+        return source
+    out = _REGION.sub(lambda m: stub_for(m.group(2), m.group(1)), source)
+    if BEGIN in out or END in out:
+        raise ValueError("unbalanced ### BEGIN SOLUTION / ### END SOLUTION markers")
+    return out.rstrip("\n")
+
+
+def check_id_of(cell) -> str:
+    return nbgrader_meta(cell).get("grade_id", "")
+
+
+def _error_output(message: str):
+    return nbformat.v4.new_output("error", ename="CheckFailed", evalue=message, traceback=[message])
+
+
+def student_copy(solution) -> nbformat.NotebookNode:
+    """The student version of a solution notebook (a new notebook; ``solution`` is not changed)."""
+    from .exercise_checks import CHECKS, stub_message
+
+    nb = copy.deepcopy(solution)
+    count = 0
+    for cell in nb.cells:
+        cell.metadata.pop("execution", None)
+        if cell.cell_type != "code":
+            continue
+        count += 1
+        cell.execution_count = count
+        tags = [t for t in cell.metadata.get("tags", []) if t != RAISES]
+        if is_answer(cell):
+            cell.source = strip_solutions(cell.source)
+            cell.outputs = []
+            if "raise NotImplementedError" in cell.source:
+                tags.append(RAISES)
+                cell.outputs = [nbformat.v4.new_output("error", ename="NotImplementedError",
+                                                       evalue="Write your answer here", traceback=[])]
+        elif is_check(cell):
+            gid = check_id_of(cell)
+            if gid not in CHECKS:
+                raise ValueError(f"check cell {gid!r} has no entry in course_utils.exercise_checks.CHECKS")
+            cell.outputs = [_error_output(stub_message(gid))]
+            tags.append(RAISES)
+        else:
+            for out in cell.outputs:
+                if "execution_count" in out:
+                    out["execution_count"] = count
+        if tags:
+            cell.metadata["tags"] = tags
+        else:
+            cell.metadata.pop("tags", None)
+    return nb
+
+
+def solution_paths(folder: Path = SOLUTIONS) -> list[Path]:
+    return sorted(Path(folder).glob("[0-9]*.ipynb"))
+
+
+def render(nb) -> str:
+    return nbformat.writes(nb) + "\n"
+
+
+def build(solutions: Path = SOLUTIONS, dest: Path = EXERCISES, write: bool = True) -> list[Path]:
+    """Regenerate every student copy; return the copies that were (or, with ``write=False``, would be) changed."""
+    changed = []
+    for path in solution_paths(solutions):
+        text = render(student_copy(nbformat.read(path, as_version=4)))
+        target = Path(dest) / path.name
+        if not target.is_file() or target.read_text(encoding="utf-8") != text:
+            changed.append(target)
+            if write:
+                target.write_text(text, encoding="utf-8")
+    return changed
+
+
+def run_build(check_only: bool = False) -> int:
+    """CLI entry: build (or with ``check_only`` only report stale copies); 1 when copies are stale in check mode."""
+    import time
+
+    start = time.perf_counter()
+    try:
+        changed = build(write=not check_only)
+    except (ValueError, OSError, nbformat.ValidationError) as exc:
+        print(f"exercises build failed: {type(exc).__name__}: {exc}")
+        return 1
+    took = time.perf_counter() - start
+    n = len(solution_paths())
+    if check_only:
+        for p in changed:
+            print(f"stale: {p.relative_to(EXERCISES.parent)} (run `python -m course_utils exercises build`)")
+        print(f"{n} solution notebooks, {len(changed)} stale student copies ({took:.1f} s)")
+        return 1 if changed else 0
+    print(f"{n} solution notebooks -> {len(changed)} student copies rewritten ({took:.1f} s)")
+    return 0

@@ -1,0 +1,177 @@
+"""JupyterLab in headless Chromium, used as a learner uses it.
+
+* The harness itself, on small generated notebooks: a clean run with a quiz passes, and an error
+  output is caught (so the lesson tests can fail).
+* Each lesson: Run All shows no error output (except in cells tagged raises-exception), every quiz
+  answers "✓ Right." / "✗ Not quite.", lesson 1's rank control and lesson 5's adapter panel react.
+* Exercise 1: unanswered, its check cells show ✗; with the solution's answers typed in, ✓.
+
+All of these tests live in this one module so that ``pytest -n 2 --dist loadfile`` gives them one
+worker, one JupyterLab server and one browser page (xdist's ``loadgroup`` does not group tests under
+pytest 9.2: xdist 3.8 renames ``item._nodeid``, which pytest 9 no longer reads).
+"""
+from __future__ import annotations
+
+import json
+
+import nbformat
+import pytest
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+from lab_page import RAISES_TAG, check_quiz, move_slider, settled_text, wait_text_change
+from notebook_runs import REPO, ran
+
+
+# ----- the harness ------------------------------------------------------------------------------
+KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+
+
+def _write(course_copy, name, cells):
+    path = course_copy / "harness" / name
+    path.parent.mkdir(exist_ok=True)
+    nbformat.write(new_notebook(cells=cells, metadata={"kernelspec": KERNELSPEC}), path)
+    return f"harness/{name}"
+
+
+def test_clean_notebook_with_quiz(lab, course_copy):
+    rel = _write(course_copy, "clean.ipynb", [
+        new_markdown_cell("# A generated notebook"),
+        new_code_cell("import time\ntime.sleep(1)\nanswer = 6 * 7\nprint(answer)"),
+        new_code_cell("raise ValueError('an expected error')", metadata={"tags": ["raises-exception"]}),
+        new_code_cell("from course_utils.quiz import quiz\n"
+                      "quiz('What is 6 * 7?', ['41', '42', '43'], 1, 'Six sevens.', hints={0: 'One short.'})"),
+        new_code_cell("print('after the quiz', answer)"),
+    ])
+    run = ran(lab, rel, repo=course_copy)
+    assert run.problems() == []
+    outputs = [o for _, c in run.code_cells() for o in c["outputs"]]
+    assert any("after the quiz 42" in "".join(o.get("text", "")) for o in outputs), "the last cell did not run"
+    assert any(o.get("output_type") == "error" for o in outputs), "the raises-exception cell did not raise"
+    assert "course-quiz" in run.widget_classes
+    boxes = lab.require_widgets("course-quiz", rel)
+    assert len(boxes) == 1
+    assert check_quiz(lab, boxes[0]) == "42"
+
+
+def test_error_output_is_reported(lab, course_copy):
+    rel = _write(course_copy, "broken.ipynb", [
+        new_code_cell("x = 1"),
+        new_code_cell("1 / 0"),
+        new_code_cell("print('never')"),
+    ])
+    problems = ran(lab, rel, repo=course_copy).problems()
+    assert any("cell 1 raised ZeroDivisionError: division by zero" in p for p in problems), problems
+
+
+# ----- the lessons ------------------------------------------------------------------------------
+LESSONS = ["01_save_adapter", "02_reload_adapter", "03_gotchas_and_errors", "04_devices_and_dtypes",
+           "05_multi_adapter_switching"]
+NOTEBOOKS = [f"notebooks/{name}.ipynb" for name in LESSONS]
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS)
+def test_lesson_runs_without_error_outputs(lab, nb):
+    run = ran(lab, nb)
+    problems = run.problems()
+    assert not problems, f"{nb} in JupyterLab: " + "; ".join(problems) + f" (screenshot: {run.screenshot})"
+    assert run.screenshot.stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS)
+def test_lesson_quizzes_answer_right_and_wrong(lab, nb):
+    ran(lab, nb)
+    for box in lab.require_widgets("course-quiz", nb):
+        check_quiz(lab, box)
+
+
+@pytest.mark.parametrize("nb", ["notebooks/01_save_adapter.ipynb"])
+def test_rank_control_updates_adapter_bytes(lab, nb):
+    ran(lab, nb)
+    for control in lab.require_widgets("course-rank-control", nb):
+        before = settled_text(control, lab)
+        assert "adapter bytes" in before, f"the rank control shows no 'adapter bytes' text: {before!r}"
+        move_slider(lab, control)
+        after = wait_text_change(control, lab, before, 60, "the rank control's text to change after moving its slider")
+        assert "adapter bytes" in after, f"after moving the slider the text lost 'adapter bytes': {after!r}"
+
+
+@pytest.mark.parametrize("nb", ["notebooks/05_multi_adapter_switching.ipynb"])
+def test_adapter_panel_switches_generation(lab, nb):
+    ran(lab, nb)
+    for panel in lab.require_widgets("course-adapter-panel", nb):
+        operate_adapter_panel(lab, panel)
+
+
+SENTENCE = "Lucia visited Carlos in Madrid."
+
+
+def operate_adapter_panel(lab, panel):
+    """Type a sentence (Enter), then pick each other adapter: the generated text must change each time.
+
+    The panel (course_utils.widgets.adapter_playground) has a "Sentence" text box, an "Adapter" toggle
+    group, and shows its reply in the element with class course-adapter-output."""
+    output = panel.locator(".course-adapter-output")
+    assert output.count() == 1, "the adapter panel has no element with class course-adapter-output"
+    box = panel.locator("input[type=text]").first
+    assert box.count(), "the adapter panel has no text box to type a sentence into"
+    settled_text(output, lab)
+    box.fill(SENTENCE)
+    box.press("Enter")  # the text box commits on Enter; the reply may or may not change (sentiment: no)
+    shown = settled_text(output, lab)
+    group = panel.locator(".widget-toggle-buttons").filter(has=lab.page.locator("label", has_text="Adapter"))
+    assert group.count() == 1, "the adapter panel has no toggle group labelled 'Adapter'"
+    buttons = group.locator(".widget-toggle-button")
+    names = buttons.all_inner_texts()
+    others = [i for i in range(buttons.count()) if "mod-active" not in (buttons.nth(i).get_attribute("class") or "")]
+    assert len(names) >= 2 and others, f"the adapter panel offers only {names}"
+    seen = {shown}
+    for i in others:
+        buttons.nth(i).click()
+        shown = wait_text_change(output, lab, shown, 60, f"the reply to change after switching to {names[i]!r}")
+        assert not shown.startswith("Error:"), f"switching to {names[i]!r} shows {shown!r}"
+        seen.add(shown)
+    assert len(seen) == len(others) + 1, f"two adapters gave the same reply: {seen}"
+    assert any(word in reply for reply in seen for word in ("Lucia", "Carlos", "Madrid")), (
+        f"no reply mentions a name from the typed sentence {SENTENCE!r}: {seen}")
+
+
+# ----- exercise 1 -------------------------------------------------------------------------------
+EXERCISE = "exercises/01_save_adapter.ipynb"
+SOLUTION = REPO / "exercises" / "solutions" / "01_save_adapter.ipynb"
+ANSWER_MARK = "# YOUR CODE HERE"
+
+
+def solution_answers(exercise_cells) -> dict[int, str]:
+    """Answer-cell index -> the solution's code for it (between its BEGIN/END SOLUTION markers)."""
+    if not SOLUTION.exists():
+        pytest.fail(f"{SOLUTION.relative_to(REPO)} is missing: the exercise has no solution to type in")
+    sol_cells = json.loads(SOLUTION.read_text())["cells"]
+    answers = {}
+    for i, cell in enumerate(exercise_cells):
+        if cell["cell_type"] == "code" and ANSWER_MARK in "".join(cell["source"]):
+            src = "".join(sol_cells[i]["source"])
+            assert "BEGIN SOLUTION" in src, f"solution cell {i} has no BEGIN SOLUTION block"
+            answers[i] = "\n".join(line for line in src.splitlines() if "SOLUTION ###" not in line
+                                   and not line.strip().startswith("### "))
+    return answers
+
+
+@pytest.mark.parametrize("nb", [EXERCISE])
+def test_exercise_checks_turn_green_with_right_answers(lab, nb):
+    run = ran(lab, nb)
+    assert run.problems() == [], f"{nb}: " + "; ".join(run.problems())
+    cells = run.saved["cells"]
+    answers = solution_answers(cells)
+    assert lab.page.locator(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-Notebook .jp-Cell").count() == len(cells)
+    assert answers, f"{nb} has no answer cell marked {ANSWER_MARK!r}"
+    for index, code in answers.items():
+        check = index + 1
+        assert RAISES_TAG in cells[check]["metadata"].get("tags", []), f"cell {check} is not a check cell"
+        before = lab.output_text(check)
+        assert "✗" in before and "✓" not in before, f"unanswered check cell {check} shows {before!r}"
+        lab.replace_cell_source(index, code)
+        lab.run_cells_from(index, 2)
+        after = lab.output_text(check)
+        assert "✓" in after and "✗" not in after, (
+            f"with the solution typed into cell {index}, check cell {check} shows {after!r}")
+    lab.screenshot("exercises__01_save_adapter_answered")

@@ -1,0 +1,76 @@
+"""Student copies are generated from the solution notebooks: stubs, stored expected errors, staleness."""
+from __future__ import annotations
+
+import nbformat
+import pytest
+
+from course_utils.exercise_build import (BEGIN, END, RAISES, SOLUTIONS, assigned_names, build, is_answer, is_check,
+                                         render, solution_paths, strip_solutions, student_copy)
+from course_utils.exercise_checks import stub_message
+
+
+def test_committed_student_copies_are_up_to_date(tmp_path):
+    stale = build(write=False)
+    assert not stale, f"run `python -m course_utils exercises build`: stale {[p.name for p in stale]}"
+
+
+def test_a_changed_solution_makes_its_copy_stale(tmp_path):
+    (tmp_path / "solutions").mkdir()
+    path = solution_paths()[0]
+    nb = nbformat.read(path, as_version=4)
+    nbformat.write(nb, tmp_path / "solutions" / path.name)
+    assert build(tmp_path / "solutions", tmp_path) == [tmp_path / path.name]
+    assert build(tmp_path / "solutions", tmp_path, write=False) == []
+    nb.cells[0].source += "\nOne more line."
+    nbformat.write(nb, tmp_path / "solutions" / path.name)
+    assert build(tmp_path / "solutions", tmp_path, write=False) == [tmp_path / path.name]
+
+
+def test_stub_sets_each_answer_name_to_none():
+    source = f"x = 1\n{BEGIN}\nimport os\nmodel, tok = make()\nfolder = 'a'\nmodel.save(folder)\n{END}\nprint(x)"
+    out = strip_solutions(source)
+    assert "model = None\ntok = None\nfolder = None" in out and "make()" not in out
+    assert out.startswith("x = 1\n# YOUR CODE HERE") and out.endswith("print(x)")
+    assert assigned_names("a: int = 1\nb += 2\nfor c in d: pass") == ["a", "b"]
+
+
+def test_region_without_assignment_raises_not_implemented():
+    assert 'raise NotImplementedError("Write your answer here")' in strip_solutions(f"{BEGIN}\nm.save('x')\n{END}")
+
+
+def test_unbalanced_markers_are_one_clear_error():
+    with pytest.raises(ValueError, match="unbalanced"):
+        strip_solutions(f"{BEGIN}\nx = 1\n")
+
+
+@pytest.mark.parametrize("path", solution_paths(), ids=lambda p: p.stem)
+def test_student_copy_hides_answers_and_expects_check_failures(path):
+    solution = nbformat.read(path, as_version=4)
+    copy = student_copy(solution)
+    nbformat.validate(copy)
+    assert solution.metadata.kernelspec.name == "python3" and copy.metadata == solution.metadata
+    checks = [c for c in copy.cells if is_check(c)]
+    assert 3 <= len(checks) <= 5
+    for cell in copy.cells:
+        assert BEGIN not in cell.source and END not in cell.source
+        if is_check(cell):
+            gid = cell.metadata.nbgrader.grade_id
+            assert RAISES in cell.metadata.tags and cell.metadata.nbgrader.locked
+            assert [o.evalue for o in cell.outputs] == [stub_message(gid)]
+        elif is_answer(cell):
+            assert cell.outputs == [] and "# YOUR CODE HERE" in cell.source
+    answers = [c for c in solution.cells if is_answer(c)]
+    assert all(BEGIN in c.source for c in answers) and len(answers) == len(checks)
+    assert render(student_copy(solution)) == render(copy)  # deterministic
+
+
+def test_solutions_have_nbgrader_metadata_and_stored_passes():
+    for path in solution_paths(SOLUTIONS):
+        nb = nbformat.read(path, as_version=4)
+        for cell in nb.cells:
+            meta = cell.metadata.nbgrader
+            assert meta.schema_version == 3 and meta.grade_id
+            if is_check(cell):
+                assert meta.locked and meta.points > 0
+                text = "".join(o.get("text", "") for o in cell.outputs)
+                assert text.startswith(f"✓ {meta.grade_id}: "), (path.name, meta.grade_id)

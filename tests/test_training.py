@@ -1,0 +1,64 @@
+import pytest
+import torch
+
+from course_utils.tasks import Example
+from course_utils.training import TrainResult, collate, encode_examples, train_demo_adapter
+
+
+def _lora_model(base_model, seed=0):
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(seed)
+    return get_peft_model(base_model, LoraConfig(r=4, lora_alpha=8, target_modules=["c_attn"], task_type="CAUSAL_LM"))
+
+
+def _lora(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items() if "lora_" in k}
+
+
+def test_training_moves_lora_b_and_lowers_the_loss(base_model, tokenizer):
+    model = _lora_model(base_model)
+    assert all(not v.any() for k, v in _lora(model).items() if "lora_B" in k)
+    result = train_demo_adapter(model, tokenizer, steps=12, progress=False)
+    assert isinstance(result, TrainResult) and result.steps == 12
+    assert all(v.any() for k, v in _lora(model).items() if "lora_B" in k)
+    assert result.final_loss < result.first_loss
+    assert not model.training
+    assert "12 steps: loss" in str(result)
+
+
+def test_same_seed_same_weights_other_seed_other_weights(tokenizer):
+    from course_utils import load_base_model
+
+    runs = []
+    threads = torch.get_num_threads()
+    for seed, n in ((0, 1), (0, None), (1, 1)):
+        model = _lora_model(load_base_model())
+        train_demo_adapter(model, tokenizer, steps=3, seed=seed, progress=False, threads=n)
+        assert torch.get_num_threads() == threads  # restored
+        runs.append(_lora(model))
+    assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
+    assert not all(torch.equal(runs[0][k], runs[2][k]) for k in runs[0])
+
+
+def test_a_model_without_adapter_is_refused(base_model, tokenizer):
+    for p in base_model.parameters():
+        p.requires_grad_(False)
+    with pytest.raises(ValueError, match="get_peft_model"):
+        train_demo_adapter(base_model, tokenizer, steps=1, progress=False)
+
+
+@pytest.mark.parametrize("kwargs", [{"steps": 0}, {"batch_size": 0}])
+def test_bad_sizes_are_refused(base_model, tokenizer, kwargs):
+    with pytest.raises(ValueError, match="at least 1"):
+        train_demo_adapter(_lora_model(base_model), tokenizer, progress=False, **kwargs)
+
+
+def test_loss_only_on_the_answer(tokenizer):
+    rows = encode_examples(tokenizer, [Example("Reseña: x\nSentimiento:", " positivo"), Example("a", " b")])
+    batch = collate(rows, tokenizer.pad_token_id)
+    for (ids, mask), labels, att in zip(rows, batch["labels"], batch["attention_mask"]):
+        assert att.sum() == len(ids)
+        assert labels[:len(ids)].tolist() == [t if m else -100 for t, m in zip(ids, mask)]
+        assert (labels[len(ids):] == -100).all()
+        assert ids[-1] == tokenizer.eos_token_id and mask[-1] == 1 and mask[0] == 0
