@@ -25,6 +25,7 @@ lab: setup
 
 # In `make test` the notebook timing ratio is reported, not enforced (a test never asserts a wall-clock
 # time); `make check-notebooks` alone fails above MAX_RATIO x the import floor.
+test: export OMP_NUM_THREADS := 1
 test: setup
 	$(PY) -m pytest -n 2 --dist loadfile tests
 	$(MAKE) --no-print-directory check-notebooks MAX_RATIO=inf
