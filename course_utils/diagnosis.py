@@ -63,6 +63,12 @@ class Diagnosis:
         return "\n".join([head] + [f"  - {p}" for p in self.problems])
 
 
+
+def _targets_matching_nothing(targets: list, module_names) -> list[str]:
+    """The entries of ``target_modules`` that name no module (peft matches a full name or a dotted suffix)."""
+    names = list(module_names)
+    return [t for t in targets if isinstance(t, str) and not any(n == t or n.endswith(f".{t}") for n in names)]
+
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else ''}"[:200]
@@ -382,7 +388,7 @@ def _check_lora_tensors(config: dict, header: dict, d: Diagnosis):
               f"include: {fix_mix}, or add {_short(names)} to target_modules.")
     tm = config.get("target_modules")
     if isinstance(tm, list):
-        unused = [t for t in tm if isinstance(t, str) and not any(m == t or m.endswith(f".{t}") for m in modules)]
+        unused = _targets_matching_nothing(tm, modules)
         if unused:
             d.add(f"target_modules lists {_short(unused)} but adapter_model.safetensors has no LoRA weights for such "
                   f"modules: {fix_mix}, or remove {_short(unused)} from target_modules.")
@@ -468,7 +474,7 @@ def _check_base(config: dict, lora: LoraTensors, base_model: str, d: Diagnosis) 
         return
     tm = config.get("target_modules")
     if isinstance(tm, list):
-        absent = [t for t in tm if isinstance(t, str) and not any(k == t or k.endswith(f".{t}") for k in base)]
+        absent = _targets_matching_nothing(tm, base)
         if absent:
             d.add(f"target_modules {_short(absent)} match no module of the base model {name}: the adapter was made for "
                   f"another architecture{origin}; load it onto that model, or pass that model with --base.")

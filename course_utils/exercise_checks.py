@@ -264,12 +264,17 @@ def _fresh_copy(model, reference, name: str) -> None:
              f"`{name}` shares weights with the saved model: build it on a fresh base model (load_base_model()).")
 
 
+def _reload_reproduces(obj, reference, name: str) -> str:
+    """A PeftModel built on a fresh base that gives the saved model's logits."""
+    obj = _peft_model(obj, name)
+    _fresh_copy(obj, reference, name)
+    return _same_logits(reference, obj, f"`{name}`")
+
+
 @_register("ex02_q1", 2, ("reloaded",))
 def _ex02_q1(reloaded, reference) -> str:
     """Lesson 2: a reload with PeftModel.from_pretrained that reproduces the saved model's logits."""
-    reloaded = _peft_model(reloaded, "reloaded")
-    _fresh_copy(reloaded, reference, "reloaded")
-    return _same_logits(reference, reloaded, "`reloaded`")
+    return _reload_reproduces(reloaded, reference, "reloaded")
 
 
 @_register("ex02_q2", 2, ("multi",))
@@ -302,9 +307,7 @@ def _ex02_q3(trainable, reference) -> str:
 @_register("ex03_q1", 2, ("fixed",))
 def _ex03_q1(fixed, reference) -> str:
     """Lesson 3: the colleague's adapter, reloaded from the subfolder its name put it in."""
-    fixed = _peft_model(fixed, "fixed")
-    _fresh_copy(fixed, reference, "fixed")
-    return _same_logits(reference, fixed, "`fixed`")
+    return _reload_reproduces(fixed, reference, "fixed")
 
 
 @_register("ex03_q2", 2, ("config",))
