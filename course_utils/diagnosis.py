@@ -63,11 +63,11 @@ class Diagnosis:
         return "\n".join([head] + [f"  - {p}" for p in self.problems])
 
 
-
 def _targets_matching_nothing(targets: list, module_names) -> list[str]:
     """The entries of ``target_modules`` that name no module (peft matches a full name or a dotted suffix)."""
     names = list(module_names)
     return [t for t in targets if isinstance(t, str) and not any(n == t or n.endswith(f".{t}") for n in names)]
+
 
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()

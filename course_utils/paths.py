@@ -23,9 +23,19 @@ def course_model() -> str:
 
 
 def shipped_adapter(name: str) -> Path:
-    """Folder of a shipped adapter (``spanish_sentiment`` or ``english_ner``); lesson 5 loads both."""
+    """Folder of a shipped adapter (``spanish_sentiment`` or ``english_ner``); lesson 5 loads both.
+
+    When ``$COURSE_MODEL`` names another model, the shipped adapters do not fit it: an adapter of the same
+    name trained briefly for that model is returned instead (``full_size.adapter_for_model``).
+    """
     if name not in ADAPTER_NAMES:
         raise ValueError(f"No shipped adapter named {name!r}: choose one of {', '.join(ADAPTER_NAMES)}.")
+    model = course_model()
+    if model != str(SHIPPED_MODEL):
+        from .full_size import adapter_for_model, is_shipped_model
+
+        if not is_shipped_model(model):
+            return adapter_for_model(name, model)
     path = SHIPPED_ADAPTERS / name
     if not (path / "adapter_config.json").is_file():
         raise FileNotFoundError(
