@@ -3,7 +3,8 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 LAB_ARGS ?=
 MAX_RATIO ?= 1.25
-export HF_HUB_OFFLINE := 1
+HF_HUB_OFFLINE ?= 1
+export HF_HUB_OFFLINE
 export PYTHONHASHSEED := 0
 
 .PHONY: help setup lab test test-fast check-notebooks outputs doctor assets bench clean
