@@ -14,7 +14,7 @@ from pathlib import Path
 # Lesson 1's recipe. notebooks/01_save_adapter.ipynb spells the same values out (tests/test_artifacts.py checks).
 LESSON1_LORA = dict(r=8, lora_alpha=16, target_modules=["c_attn"], task_type="CAUSAL_LM")
 LESSON1_SEED = 0
-LESSON1_STEPS = 40
+LESSON1_STEPS = 10
 LESSON1_FOLDER = "saved/01_adapter"
 MESSAGE = "Adapter from lesson 1 (01_save_adapter.ipynb): {folder}"
 

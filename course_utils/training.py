@@ -46,7 +46,7 @@ def collate(rows, pad_id: int) -> dict:
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
 
 
-def train_demo_adapter(model, tokenizer, steps: int = 40, seed: int = 0, lr: float = 5e-3, batch_size: int = 16,
+def train_demo_adapter(model, tokenizer, steps: int = 10, seed: int = 0, lr: float = 5e-3, batch_size: int = 16,
                        task: str = "spanish_sentiment", progress: bool = True,
                        threads: int | None = 1) -> TrainResult:
     """Train ``model``'s trainable parameters (its LoRA weights) for ``steps`` batches of ``task``, in place.

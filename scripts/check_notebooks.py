@@ -9,8 +9,16 @@ the whole run, prints each notebook's time and fails when ``wall / floor`` excee
 
 Overheads it removes (measured on the course machine): jsonschema imports ``rfc3987_syntax``, which
 builds a grammar at import time (about 1.5 s in the controller and in every worker), and the hypothesis
-pytest plugin (about 1-2 s per process); neither is needed to check notebooks. Notebooks are handed
-to the workers longest first, by the durations of the previous run (``test-output/``).
+pytest plugin (about 1-2 s per process); neither is needed to check notebooks.
+
+Scheduling: every notebook costs at least one peft import (about 4 s), so with 15 notebooks on 2 workers
+xdist's first-come scheduling can leave one worker idle for most of a notebook at the end (measured: 3 s
+of a 35 s run). The script plans the split instead: it estimates each notebook from the durations of
+the last good run (``test-output/notebook_durations.json``, else the committed baseline
+``scripts/notebook_durations.json``), splits the notebooks into ``c`` lists of nearly equal total time,
+and this plugin's scheduler gives each worker its list, longest first. A worker that runs out of work
+takes the shortest notebook still waiting, so a wrong estimate costs little. ``--update-baseline``
+writes the measured durations to the committed baseline.
 
 This file is also the pytest plugin it loads into the run (``-p check_notebooks``).
 """
@@ -25,10 +33,14 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_GLOBS = ("notebooks/*.ipynb", "exercises/solutions/*.ipynb", "exercises/*.ipynb")
 DURATIONS_ENV = "CHECK_NOTEBOOKS_DURATIONS"
+PLAN_ENV = "CHECK_NOTEBOOKS_PLAN"
 HISTORY = ROOT / "test-output" / "notebook_durations.json"
+BASELINE = ROOT / "scripts" / "notebook_durations.json"
 # Slow optional imports that checking a notebook does not need (see the module docstring).
 SKIPPED_MODULES = ("rfc3987_syntax",)
 SKIPPED_PLUGINS = ("hypothesispytest", "anyio", "platformdirs", "randomly")
@@ -68,6 +80,53 @@ def pytest_sessionfinish(session):
         Path(out).write_text(json.dumps(_records, indent=2, sort_keys=True) + "\n")
 
 
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """In the xdist controller: schedule by the plan the script passed in ``$CHECK_NOTEBOOKS_PLAN``, if any."""
+    raw = os.environ.get(PLAN_ENV)
+    if not raw or config.getvalue("dist") != "loadfile":
+        return None
+    return _planned_scheduling_class()(config, log, json.loads(raw))
+
+
+def _planned_scheduling_class():
+    from xdist.scheduler import LoadFileScheduling  # only the xdist controller gets here
+
+    class PlannedScheduling(LoadFileScheduling):
+        """``--dist loadfile`` with a fixed notebook list per worker (``gw0`` gets ``plan[0]``, and so on).
+
+        A worker whose list is done takes a notebook nobody planned, else the last one queued (the
+        queue is in command-line order, longest first, so that is the shortest left).
+        """
+
+        def __init__(self, config, log, plan: list[list[str]]):
+            super().__init__(config, log)
+            self._root = Path(config.rootpath)
+            self._owner = {str(Path(p).resolve()): (i, k) for i, paths in enumerate(plan) for k, p in enumerate(paths)}
+
+        def _where(self, scope: str):
+            return self._owner.get(str((self._root / scope).resolve()))
+
+        def pick(self, worker: str) -> str:
+            index = int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else -1
+            queued = list(self.workqueue)
+            mine = sorted((self._where(s)[1], s) for s in queued if (self._where(s) or (None,))[0] == index)
+            if mine:
+                return mine[0][1]
+            unplanned = [s for s in queued if self._where(s) is None]
+            return unplanned[0] if unplanned else queued[-1]
+
+        def _assign_work_unit(self, node) -> None:
+            assert self.workqueue
+            scope = self.pick(node.gateway.id)
+            work_unit = self.workqueue.pop(scope)
+            self.assigned_work.setdefault(node, {})[scope] = work_unit
+            collection = self.registered_collections[node]
+            node.send_runtest_some([collection.index(nodeid) for nodeid, done in work_unit.items() if not done])
+
+    return PlannedScheduling
+
+
 # --------------------------------------------------------------------------- the command
 def find_notebooks(paths: list[str] | None, root: Path = ROOT) -> list[Path]:
     """The notebooks named (files or folders), or every course notebook that exists; checkpoints skipped."""
@@ -105,12 +164,63 @@ def time_bare_import(module: str = "peft", runs: int = 3, python: str = sys.exec
     return statistics.median(times), times
 
 
-def longest_first(notebooks: list[Path], history: dict[str, float]) -> list[Path]:
-    """Order for the scheduler: longest previous duration first; notebooks never timed go first, by size."""
-    def key(p: Path):
-        known = history.get(str(p))
-        return (0, -p.stat().st_size) if known is None else (1, -known)
-    return sorted(notebooks, key=key)
+def load_durations(*files: Path) -> dict[str, float]:
+    """``{notebook path relative to the repository: seconds}`` from the first of ``files`` that reads."""
+    for f in files:
+        try:
+            data = json.loads(Path(f).read_text())
+            return {k: float(v.get("estimate", v["seconds"]) if isinstance(v, dict) else v) for k, v in data.items()}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue
+    return {}
+
+
+def estimates_for(notebooks: list[Path], durations: dict[str, float]) -> dict[Path, float]:
+    """Seconds expected for each notebook: its last duration, else the median of the known ones (else 1)."""
+    known = {p: durations[_rel(p)] for p in notebooks if _rel(p) in durations}
+    default = statistics.median(known.values()) if known else 1.0
+    return {p: known.get(p, default) for p in notebooks}
+
+
+def plan_workers(estimates: dict[Path, float], workers: int) -> list[list[Path]]:
+    """Split the notebooks into ``workers`` lists whose estimated totals are as equal as possible.
+
+    Longest-processing-time first, then moves and swaps out of the fullest list while they lower it.
+    Each list comes back longest first; empty lists are dropped.
+    """
+    if workers < 1:
+        raise ValueError(f"need at least one worker, got {workers}")
+    bins: list[list[Path]] = [[] for _ in range(workers)]
+    loads = [0.0] * workers
+    for p in sorted(estimates, key=lambda q: (-estimates[q], str(q))):
+        i = loads.index(min(loads))
+        bins[i].append(p)
+        loads[i] += estimates[p]
+    for _ in range(10_000):
+        hi = loads.index(max(loads))
+        best = None  # (new max of the pair, item out of hi, item out of lo or None, lo)
+        for lo in range(workers):
+            if lo == hi:
+                continue
+            for a in bins[hi]:
+                for b in [None] + bins[lo]:
+                    d = estimates[a] - (estimates[b] if b is not None else 0.0)
+                    pair_max = max(loads[hi] - d, loads[lo] + d)
+                    if d > 0 and pair_max < loads[hi] - 1e-9 and (best is None or pair_max < best[0]):
+                        best = (pair_max, a, b, lo)
+        if best is None:
+            break
+        _, a, b, lo = best
+        bins[hi].remove(a)
+        bins[lo].append(a)
+        loads[hi] -= estimates[a]
+        loads[lo] += estimates[a]
+        if b is not None:
+            bins[lo].remove(b)
+            bins[hi].append(b)
+            loads[lo] -= estimates[b]
+            loads[hi] += estimates[b]
+    return [sorted(b, key=lambda q: (-estimates[q], str(q))) for b in bins if b]
 
 
 def verdict(n: int, t: float, cores: int, wall: float, max_ratio: float) -> tuple[float, float, bool]:
@@ -159,6 +269,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=0, help="xdist workers (default: the usable cores)")
     parser.add_argument("--import-runs", type=int, default=3, help="bare imports to time (median; default 3)")
     parser.add_argument("--history", default=str(HISTORY), help="where the last run's durations are kept")
+    parser.add_argument("--update-baseline", action="store_true",
+                        help=f"also write this run's durations to {_rel(BASELINE)} (the estimates of a fresh clone)")
     args = parser.parse_args(argv)
 
     notebooks = find_notebooks(args.paths)
@@ -168,11 +280,14 @@ def main(argv: list[str] | None = None) -> int:
     cores = usable_cores()
     workers = args.workers or cores
     history_file = Path(args.history)
-    try:
-        history = {k: v["seconds"] for k, v in json.loads(history_file.read_text()).items()}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        history = {}
-    notebooks = longest_first(notebooks, {str(ROOT / k): v for k, v in history.items()})
+    durations = load_durations(history_file, BASELINE)
+    estimates = estimates_for(notebooks, durations)
+    notebooks = sorted(notebooks, key=lambda p: (-estimates[p], str(p)))  # the queue: longest first
+    plan = plan_workers(estimates, workers) if workers > 1 else [notebooks]
+    source = ("the last run" if load_durations(history_file) else "the committed baseline") if durations else "no timings"
+    for i, paths in enumerate(plan):
+        print(f"check_notebooks: worker gw{i}: {len(paths)} notebooks, about {sum(estimates[p] for p in paths):.1f} s "
+              f"(estimated from {source})")
 
     # Time the bare imports on both sides of the run, so that t sees the same machine load as the run.
     before = max(1, (args.import_runs + 1) // 2)
@@ -180,7 +295,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"check_notebooks: bare `import peft` took {', '.join(f'{r:.2f}' for r in runs)} s", flush=True)
     durations_file = history_file.with_suffix(".new.json")
     durations_file.parent.mkdir(parents=True, exist_ok=True)
-    env = {**_env(), DURATIONS_ENV: str(durations_file)}
+    env = {**_env(), DURATIONS_ENV: str(durations_file), PLAN_ENV: json.dumps([[str(p) for p in b] for b in plan])}
     start = time.perf_counter()
     rc = subprocess.run(build_pytest_command(notebooks, workers), cwd=ROOT, env=env).returncode
     wall = time.perf_counter() - start
@@ -195,6 +310,8 @@ def main(argv: list[str] | None = None) -> int:
     except (OSError, ValueError):
         records = {}
     records = {_rel(ROOT / k if not Path(k).is_absolute() else k): v for k, v in records.items()}
+    for name, r in records.items():  # the next plan's estimate: this run averaged with the last estimate
+        r["estimate"] = round((r["seconds"] + durations[name]) / 2 if name in durations else r["seconds"], 3)
     if records:
         print(f"\n{'notebook':<52} {'seconds':>8} {'kernel':>7} {'minus t':>8} {'cells':>6} worker")
         for name, r in sorted(records.items(), key=lambda kv: -kv[1]["seconds"]):
@@ -209,6 +326,10 @@ def main(argv: list[str] | None = None) -> int:
               f"'minus t' the time beyond a bare peft import")
         if rc == 0:
             history_file.write_text(json.dumps(records, indent=2, sort_keys=True) + "\n")
+            if args.update_baseline:
+                BASELINE.write_text(json.dumps({k: round(r["estimate"], 2) for k, r in records.items()},
+                                               indent=1, sort_keys=True) + "\n")
+                print(f"check_notebooks: wrote the durations to {_rel(BASELINE)}")
     durations_file.unlink(missing_ok=True)
 
     floor, ratio, ok = verdict(len(notebooks), t, cores, wall, args.max_ratio)

@@ -1,5 +1,7 @@
 """scripts/check_notebooks.py (`make check-notebooks`) on tiny generated notebooks; no timing is asserted."""
 import importlib.util
+import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -58,15 +60,69 @@ def test_find_notebooks_defaults_and_errors(tmp_path):
         cnb.find_notebooks([str(tmp_path / "exercises" / "notes.md")], root=tmp_path)
 
 
-def test_longest_first_uses_history_then_size(tmp_path):
+def test_plan_balances_the_workers_and_keeps_each_list_longest_first():
     cnb = _load_script()
-    small, big, slow, fast = (tmp_path / f"{n}.ipynb" for n in ("small", "big", "slow", "fast"))
-    small.write_text("x")
-    big.write_text("x" * 100)
-    slow.write_text("x")
-    fast.write_text("x" * 1000)
-    history = {str(slow): 30.0, str(fast): 5.0}
-    assert cnb.longest_first([fast, small, slow, big], history) == [big, small, slow, fast]
+    est = {Path(f"{k}.ipynb"): v for k, v in
+           {"a": 7.0, "b": 6.0, "c": 5.0, "d": 4.0, "e": 4.0, "f": 4.0, "g": 3.0, "h": 3.0}.items()}
+    plan = cnb.plan_workers(est, 2)
+    loads = sorted(sum(est[p] for p in b) for b in plan)
+    assert loads == [18.0, 18.0]  # total 36: a perfect split exists, and plain LPT would give 17 / 19
+    assert sorted(p for b in plan for p in b) == sorted(est)  # every notebook exactly once
+    for b in plan:
+        assert [est[p] for p in b] == sorted((est[p] for p in b), reverse=True)
+    assert cnb.plan_workers(est, 1) == [sorted(est, key=lambda p: (-est[p], str(p)))]
+    assert len(cnb.plan_workers({Path("x.ipynb"): 1.0}, 4)) == 1  # no empty lists
+    with pytest.raises(ValueError, match="at least one worker"):
+        cnb.plan_workers(est, 0)
+
+
+def test_estimates_come_from_the_history_else_the_baseline_else_the_median(tmp_path):
+    cnb = _load_script()
+    history, baseline = tmp_path / "history.json", tmp_path / "baseline.json"
+    baseline.write_text(json.dumps({"notebooks/a.ipynb": 5.0, "notebooks/b.ipynb": 9.0}))
+    assert cnb.load_durations(history, baseline) == {"notebooks/a.ipynb": 5.0, "notebooks/b.ipynb": 9.0}
+    history.write_text(json.dumps({"notebooks/a.ipynb": {"seconds": 6.0, "estimate": 5.5, "cells": 3}}))
+    assert cnb.load_durations(history, baseline) == {"notebooks/a.ipynb": 5.5}
+    history.write_text("{not json")
+    assert cnb.load_durations(history, baseline)["notebooks/b.ipynb"] == 9.0
+    a, b, new = (ROOT / "notebooks" / n for n in ("a.ipynb", "b.ipynb", "new.ipynb"))
+    est = cnb.estimates_for([a, b, new], {"notebooks/a.ipynb": 4.0, "notebooks/b.ipynb": 8.0})
+    assert est == {a: 4.0, b: 8.0, new: 6.0}
+    assert cnb.estimates_for([new], {}) == {new: 1.0}
+
+
+def test_the_committed_baseline_times_every_course_notebook():
+    cnb = _load_script()
+    baseline = cnb.load_durations(cnb.BASELINE)
+    missing = [cnb._rel(p) for p in cnb.find_notebooks(None) if cnb._rel(p) not in baseline]
+    assert not missing, f"not in {cnb._rel(cnb.BASELINE)}: {missing}; run scripts/check_notebooks.py --update-baseline"
+
+
+def test_each_worker_runs_the_notebooks_planned_for_it(tmp_path):
+    # One-cell notebooks: xdist hands a worker its next notebook while fewer than 3 cells are pending,
+    # so each worker gets its whole list at the start, whatever the timing.
+    paths = [_notebook(tmp_path / f"nb_{k}.ipynb", [(f"print({k})", f"{k}\n")]) for k in range(4)]
+    plan = [[paths[3], paths[0]], [paths[1], paths[2]]]
+    durations = tmp_path / "durations.json"
+    env = {**os.environ, "CHECK_NOTEBOOKS_PLAN": json.dumps([[str(p) for p in b] for b in plan]),
+           "CHECK_NOTEBOOKS_DURATIONS": str(durations),
+           "PYTHONPATH": os.pathsep.join([str(SCRIPT.parent), os.environ.get("PYTHONPATH", "")])}
+    cmd = _load_script().build_pytest_command(paths, workers=2)
+    run = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+    workers = {Path(k).name: v["worker"] for k, v in json.loads(durations.read_text()).items()}
+    assert workers == {"nb_3.ipynb": "gw0", "nb_0.ipynb": "gw0", "nb_1.ipynb": "gw1", "nb_2.ipynb": "gw1"}
+    # A worker with nothing planned takes the last notebook queued (the queue is the command-line order).
+    plan = [[paths[0], paths[1], paths[2], paths[3]], []]
+    env["CHECK_NOTEBOOKS_PLAN"] = json.dumps([[str(p) for p in b] for b in plan])
+    run = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
+    workers = {Path(k).name: v["worker"] for k, v in json.loads(durations.read_text()).items()}
+    assert workers["nb_3.ipynb"] == "gw1" and workers["nb_0.ipynb"] == "gw0"
+    # Without a plan the plugin leaves xdist's own scheduling alone.
+    del env["CHECK_NOTEBOOKS_PLAN"]
+    run = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stdout + run.stderr
 
 
 def test_pytest_command_keeps_notebooks_whole():
