@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create .venv with the course's pinned stack, install course_utils editable and register the
-# course's Jupyter kernel. Idempotent: when .venv already matches pyproject.toml it installs nothing.
+# course's Jupyter kernel (scripts/register_kernel.py). Idempotent: when .venv already matches pyproject.toml it installs nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
@@ -20,6 +20,7 @@ want=$(sha256sum pyproject.toml | cut -c1-16)
 stamp="$VENV/.course-installed"
 if [ -x "$VENV/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   echo "setup: $VENV is up to date with pyproject.toml (nothing to install)"
+  "$VENV/bin/python" scripts/register_kernel.py --quiet
   exit 0
 fi
 
@@ -31,6 +32,6 @@ fi
 start=$(date +%s)
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade "pip>=24"
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[test]"
-"$VENV/bin/python" -m ipykernel install --user --name peft-course --display-name "PEFT adapter course (.venv)" >/dev/null
 echo "$want" > "$stamp"
-echo "setup: installed the pinned stack into $VENV in $(( $(date +%s) - start )) s; kernel 'peft-course' registered"
+echo "setup: installed the pinned stack into $VENV in $(( $(date +%s) - start )) s"
+"$VENV/bin/python" scripts/register_kernel.py
