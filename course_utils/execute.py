@@ -14,6 +14,24 @@ from nbclient import NotebookClient
 
 ENV = {"HF_HUB_OFFLINE": "1", "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1"}
 
+# A live kernel names each widget model with a random uuid4, so every re-execution rewrote the ids in
+# every widget output and in the notebook's widget state. For stored outputs the kernel draws them from
+# a seeded generator instead: re-running an unchanged notebook leaves its file unchanged. Run silently
+# before the first cell (no execution count, no output); it only touches the comm package's ids.
+SEEDED_COMM_IDS = """
+try:
+    import random as _random, uuid as _uuid, comm.base_comm as _base_comm
+    class _SeededIds:
+        _rng, _UUID = _random.Random(0), _uuid.UUID
+        @classmethod
+        def uuid4(cls):
+            return cls._UUID(int=cls._rng.getrandbits(128), version=4)
+    _base_comm.uuid = _SeededIds
+    del _random, _uuid, _base_comm, _SeededIds
+except ImportError:
+    pass
+"""
+
 
 def execute_notebook(path: str | Path, timeout: int = 300, kernel_name: str = "python3") -> float:
     """Run ``path`` top to bottom in a fresh kernel, save it with its outputs, return the seconds taken.
@@ -25,10 +43,18 @@ def execute_notebook(path: str | Path, timeout: int = 300, kernel_name: str = "p
     nb = nbformat.read(path, as_version=4)
     client = NotebookClient(nb, timeout=timeout, kernel_name=kernel_name, record_timing=False,
                             resources={"metadata": {"path": str(path.parent.resolve())}})
+
+    async def seed_comm_ids(**_):
+        reply = await client.async_wait_for_reply(client.kc.execute(SEEDED_COMM_IDS, silent=True, store_history=False))
+        if reply is None or reply["content"]["status"] != "ok":
+            raise RuntimeError(f"{path}: could not seed the widget ids in the kernel ({reply and reply['content']})")
+
+    client.on_notebook_start = seed_comm_ids
     start = time.perf_counter()
     client.execute()
     took = time.perf_counter() - start
     for cell in nb.cells:
+        cell.metadata.pop("execution", None)  # timestamps of some earlier run: noise in every diff
         if cell.cell_type == "code":
             cell.outputs = merge_streams(cell.outputs)
     if not _has_widget_output(nb):

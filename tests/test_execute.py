@@ -35,3 +35,19 @@ def test_merge_streams_joins_consecutive_chunks_of_one_stream():
               out("stream", name="stderr", text="e\n"), out("stream", name="stdout", text="c\n")]
     merged = merge_streams(chunks)
     assert [(o["name"], o["text"]) for o in merged] == [("stdout", "a\nb\n"), ("stderr", "e\n"), ("stdout", "c\n")]
+
+
+def test_widget_ids_are_the_same_on_every_run_and_stale_timings_go(tmp_path):
+    path = _write(tmp_path / "w.ipynb", "import ipywidgets\nipywidgets.VBox([ipywidgets.IntSlider(3)])")
+    nb = nbformat.read(path, as_version=4)
+    nb.cells[0].metadata["execution"] = {"iopub.execute_input": "2020-01-01T00:00:00Z"}
+    nbformat.write(nb, path)
+    execute_notebook(path)
+    first = path.read_text()
+    nb = nbformat.read(path, as_version=4)
+    assert "execution" not in nb.cells[0].metadata
+    assert nb.cells[0].execution_count == 1  # the seeding ran silently, before the first cell
+    view = nb.cells[0].outputs[0]["data"]["application/vnd.jupyter.widget-view+json"]["model_id"]
+    assert view in nb.metadata["widgets"]["application/vnd.jupyter.widget-state+json"]["state"]
+    execute_notebook(path)
+    assert path.read_text() == first
