@@ -73,7 +73,8 @@ def train_demo_adapter(model, tokenizer, steps: int = 10, seed: int = 0, lr: flo
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=steps, desc=f"training on {task}")
+        # No rate or elapsed time in the bar: a stored notebook output must not change from run to run.
+        bar = tqdm(total=steps, desc=f"training on {task}", bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt}")
     losses: list[float] = []
     saved_threads = torch.get_num_threads()
     if threads is not None:

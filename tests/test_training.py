@@ -62,3 +62,13 @@ def test_loss_only_on_the_answer(tokenizer):
         assert labels[:len(ids)].tolist() == [t if m else -100 for t, m in zip(ids, mask)]
         assert (labels[len(ids):] == -100).all()
         assert ids[-1] == tokenizer.eos_token_id and mask[-1] == 1 and mask[0] == 0
+
+
+def test_progress_bar_text_has_no_timing(base_model, tokenizer, capsys, monkeypatch):
+    import tqdm
+    import tqdm.auto
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", tqdm.tqdm)  # the terminal bar renders the notebook bar's format
+    train_demo_adapter(_lora_model(base_model), tokenizer, steps=2)
+    final = capsys.readouterr().err.split("\r")[-1].strip()
+    assert final.startswith("training on spanish_sentiment: 100%") and final.endswith("| 2/2"), final
