@@ -267,7 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-ratio", type=float, default=float(os.environ.get("MAX_RATIO", 1.25)),
                         help="fail when wall time / floor is above this (default 1.25, or $MAX_RATIO)")
     parser.add_argument("--workers", type=int, default=0, help="xdist workers (default: the usable cores)")
-    parser.add_argument("--import-runs", type=int, default=3, help="bare imports to time (median; default 3)")
+    parser.add_argument("--import-runs", type=int, default=4,
+                        help="bare imports to time, half before and half after the run (median; default 4)")
     parser.add_argument("--history", default=str(HISTORY), help="where the last run's durations are kept")
     parser.add_argument("--update-baseline", action="store_true",
                         help=f"also write this run's durations to {_rel(BASELINE)} (the estimates of a fresh clone)")
