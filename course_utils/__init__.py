@@ -26,6 +26,7 @@ _EXPORTS = {
     "train_demo_adapter": "training",
     "full_model_bytes": "storage", "adapter_bytes": "storage", "rank_explorer": "storage",
     "lesson1_adapter": "artifacts", "lesson1_model": "artifacts",
+    "bench_table": "bench_results",
 }
 
 __all__ = sorted(_EXPORTS)

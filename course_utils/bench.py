@@ -2,7 +2,8 @@
 
 Run on the shipped tiny model and on the full-size 124M GPT-2 architecture (``GPT2Config()`` defaults,
 random weights from a fixed seed, saved once to a cache folder outside the repository and reused).
-Writes ``benchmarks/results.md`` (tables) and ``benchmarks/results.png`` (plot). Not part of
+Writes ``benchmarks/results.md`` (tables), ``benchmarks/results.png`` (plot) and ``benchmarks/results.json``
+(the same numbers, which lessons 1, 2 and 5 show through ``course_utils.bench_results``). Not part of
 ``make test``; ``tests/test_bench.py`` runs it on the tiny model once to prove it works.
 
 What the memory columns mean: **peak RSS delta** is the highest resident set size of this process
@@ -11,12 +12,14 @@ just before it: everything the operation made resident, tensors included; a safe
 through ``mmap`` counts its resident pages too. **Python peak** is ``tracemalloc``'s peak: memory
 allocated through Python's allocators only; torch tensor storage is invisible to it. Memory is measured
 in a separate run from the timings, since tracing allocations slows Python down.
-Used by the lead and by instructors; no lesson teaches it.
+Run by instructors (``make bench``); the lessons show its rows, they do not run it.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
+import json
 import os
 import platform
 import shutil
@@ -98,6 +101,7 @@ class Measure:
     seconds: list[float] = field(default_factory=list)
     peak_rss_bytes: int | None = None
     python_peak_bytes: int | None = None
+    key: str = ""  # short name the lessons ask for (course_utils.bench_results)
 
     @property
     def median_ms(self) -> float:
@@ -202,24 +206,28 @@ def bench_model(name: str, folder: Path, work: Path, repeats: int) -> tuple[list
 
     swap_to = iter([adapter_b, adapter_a] * 10**5)
     switch_to = iter(["b", "a"] * 10**5)
-    ops = [
-        ("save full model (save_pretrained)", load_base, lambda m: m.save_pretrained(fresh("full"))),
-        (f"save adapter r={rank} {targets}", lambda: peft_model, lambda m: m.save_pretrained(fresh("adapter"))),
-        ("load full model (AutoModelForCausalLM.from_pretrained)", lambda: None,
+    ops = [  # (key used by the lessons, label in the table, untimed preparation, timed action)
+        ("save_full", "save full model (save_pretrained)", load_base, lambda m: m.save_pretrained(fresh("full"))),
+        ("save_adapter", f"save adapter r={rank} {targets}", lambda: peft_model,
+         lambda m: m.save_pretrained(fresh("adapter"))),
+        ("load_full", "load full model (AutoModelForCausalLM.from_pretrained)", lambda: None,
          lambda _: AutoModelForCausalLM.from_pretrained(folder)),
-        ("load full model + one forward pass (pages the weights in)", lambda: None,
+        ("load_full_forward", "load full model + one forward pass (pages the weights in)", lambda: None,
          lambda _: _forward(AutoModelForCausalLM.from_pretrained(folder))),
-        ("PeftModel.from_pretrained(base, adapter), base already loaded", load_base,
+        ("peft_from_pretrained", "PeftModel.from_pretrained(base, adapter), base already loaded", load_base,
          lambda base: PeftModel.from_pretrained(base, adapter_a)),
-        ("PeftModel.load_adapter (second adapter)", lambda: peft_model, load_adapter),
-        ("hotswap_adapter (replace weights in place)", lambda: peft_model,
+        ("load_adapter", "PeftModel.load_adapter (second adapter)", lambda: peft_model, load_adapter),
+        ("hotswap_adapter", "hotswap_adapter (replace weights in place)", lambda: peft_model,
          lambda m: hotswap_adapter(m, str(next(swap_to)), adapter_name="a")),
-        ("set_adapter (switch between two loaded)", lambda: peft_model, lambda m: m.set_adapter(next(switch_to))),
+        ("set_adapter", "set_adapter (switch between two loaded)", lambda: peft_model,
+         lambda m: m.set_adapter(next(switch_to))),
     ]
     measures = []
-    for label, prepare, action in ops:
+    for key, label, prepare, action in ops:
         print(f"bench: {name}: {label}", flush=True)
-        measures.append(measure(name, label, prepare, action, repeats))
+        m = measure(name, label, prepare, action, repeats)
+        m.key = key
+        measures.append(m)
     return sizes, measures
 
 
@@ -236,14 +244,12 @@ def _mib(b: int | None) -> str:
 
 
 def write_markdown(sizes: list[SizeRow], measures: list[Measure], repeats: int, path: Path) -> None:
-    from .versions import installed_version
-
-    versions = ", ".join(f"{p} {installed_version(p)}" for p in ("torch", "transformers", "peft", "safetensors"))
+    env = environment(repeats)
+    versions = ", ".join(f"{p} {env[p]}" for p in ("torch", "transformers", "peft", "safetensors"))
     lines = [
         "# Adapter benchmark (`make bench`)",
         "",
-        f"Python {platform.python_version()}, {versions}; {platform.machine()} CPU, "
-        f"{len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else os.cpu_count()} usable cores. "
+        f"Python {env['python']}, {versions}; {env['machine']} CPU, {env['cores']} usable cores. "
         f"Times are medians of {repeats} run{'s' if repeats > 1 else ''}, with the files in the page cache (just written).",
         "Models: `tiny` is the shipped course model; `gpt2-124M` is `GPT2Config()` with random weights "
         f"(seed {GPT2_SEED}), float32. LoRA with `lora_alpha = 2r`.",
@@ -282,6 +288,29 @@ def write_markdown(sizes: list[SizeRow], measures: list[Measure], repeats: int, 
     path.write_text("\n".join(lines))
 
 
+def environment(repeats: int) -> dict:
+    """What the numbers were measured with: versions, CPU, cores, repeats."""
+    from .versions import installed_version
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"python": platform.python_version(), "machine": platform.machine(), "cores": cores, "repeats": repeats,
+            **{p: installed_version(p) for p in ("torch", "transformers", "peft", "safetensors")}}
+
+
+def write_json(sizes: list[SizeRow], measures: list[Measure], repeats: int, path: Path) -> None:
+    """The tables as JSON, for ``course_utils.bench_results`` (what the lessons show)."""
+    data = {
+        "environment": environment(repeats),
+        "reference_adapter": {"r": REFERENCE[0], "targets": REFERENCE[1]},
+        "sizes": [dataclasses.asdict(s) for s in sizes],
+        "measures": [{"model": m.model, "key": m.key, "operation": m.operation, "median_ms": round(m.median_ms, 3),
+                      "min_ms": round(1000 * min(m.seconds), 3), "max_ms": round(1000 * max(m.seconds), 3),
+                      "peak_rss_bytes": m.peak_rss_bytes, "python_peak_bytes": m.python_peak_bytes}
+                     for m in measures],
+    }
+    path.write_text(json.dumps(data, indent=1) + "\n")
+
+
 def write_plot(sizes: list[SizeRow], measures: list[Measure], path: Path) -> None:
     import matplotlib
 
@@ -316,7 +345,7 @@ def write_plot(sizes: list[SizeRow], measures: list[Measure], path: Path) -> Non
 
 
 def run_bench(models=MODELS, repeats: int = 5, out: Path = OUT, cache: Path | None = None) -> Path:
-    """Benchmark ``models``; write ``out/results.md`` and ``out/results.png``; return the markdown path."""
+    """Benchmark ``models``; write ``out/results.md``, ``.json`` and ``.png``; return the markdown path."""
     from .notebook import quiet_libraries
 
     if repeats < 1:
@@ -334,9 +363,10 @@ def run_bench(models=MODELS, repeats: int = 5, out: Path = OUT, cache: Path | No
         measures += m
     md = out / "results.md"
     write_markdown(sizes, measures, repeats, md)
+    write_json(sizes, measures, repeats, out / "results.json")
     write_plot(sizes, measures, out / "results.png")
     print(md.read_text())
-    print(f"bench: wrote {md} and {out / 'results.png'} in {time.perf_counter() - start:.0f} s")
+    print(f"bench: wrote {md}, results.json and results.png in {time.perf_counter() - start:.0f} s")
     return md
 
 

@@ -18,6 +18,10 @@ def test_bench_tiny_writes_table_and_plot(tmp_path):
     text = md.read_text()
     png = tmp_path / "results.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from course_utils.bench_results import bench_table
+
+    table = bench_table(operations=["set_adapter"], sizes=[(8, "c_attn")], model="tiny", path=tmp_path / "results.json")
+    assert "set_adapter (switch between two loaded)" in table and "r=8 c_attn" in table
     rows = re.findall(r"^\| tiny \| (\S+) \| (\d+) \| ([\d,]+) \| ([\d,]+) \| ([\d,]+) \|", text, re.M)
     assert len(rows) == len(bench.RANKS) * len(bench.TARGETS)
     full = (bench.model_dir("tiny") / "model.safetensors").stat().st_size
