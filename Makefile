@@ -21,8 +21,12 @@ help:
 setup:
 	@bash scripts/ensure_venv.sh
 
+# Jupyter refuses to start as root (a container, a cloud VM) unless told; say so instead of failing.
+ROOT_ARGS := $(if $(filter 0,$(shell id -u)),--allow-root)
+
 lab: setup
-	$(VENV)/bin/jupyter lab --ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/notebooks $(LAB_ARGS)
+	@$(if $(ROOT_ARGS),echo "lab: running as root (a container?): adding --allow-root")
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/notebooks $(ROOT_ARGS) $(LAB_ARGS)
 
 # In `make test` the notebook timing ratio is reported, not enforced (a test never asserts a wall-clock
 # time); `make check-notebooks` alone fails above MAX_RATIO x the import floor.
