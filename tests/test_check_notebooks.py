@@ -1,5 +1,4 @@
 """scripts/check_notebooks.py (`make check-notebooks`) on tiny generated notebooks; no timing is asserted."""
-import importlib.util
 import json
 import os
 import subprocess
@@ -8,17 +7,11 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from conftest import load_script
 from nbformat.v4 import new_code_cell, new_notebook, new_output
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "check_notebooks.py"
-
-
-def _load_script():
-    spec = importlib.util.spec_from_file_location("check_notebooks_under_test", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _notebook(path: Path, cells: list[tuple[str, str]]) -> Path:
@@ -38,7 +31,7 @@ def _run(*args, cwd=ROOT):
 
 
 def test_verdict_floor_and_ratio():
-    cnb = _load_script()
+    cnb = load_script("check_notebooks")
     floor, ratio, ok = cnb.verdict(n=10, t=4.0, cores=2, wall=24.0, max_ratio=1.25)
     assert floor == 20.0 and ratio == pytest.approx(1.2) and ok
     assert not cnb.verdict(10, 4.0, 2, 25.1, 1.25)[2]
@@ -47,7 +40,7 @@ def test_verdict_floor_and_ratio():
 
 
 def test_find_notebooks_defaults_and_errors(tmp_path):
-    cnb = _load_script()
+    cnb = load_script("check_notebooks")
     (tmp_path / "notebooks" / ".ipynb_checkpoints").mkdir(parents=True)
     (tmp_path / "exercises" / "solutions").mkdir(parents=True)
     for rel in ["notebooks/01_a.ipynb", "notebooks/.ipynb_checkpoints/01_a-checkpoint.ipynb",
@@ -61,7 +54,7 @@ def test_find_notebooks_defaults_and_errors(tmp_path):
 
 
 def test_plan_balances_the_workers_and_keeps_each_list_longest_first():
-    cnb = _load_script()
+    cnb = load_script("check_notebooks")
     est = {Path(f"{k}.ipynb"): v for k, v in
            {"a": 7.0, "b": 6.0, "c": 5.0, "d": 4.0, "e": 4.0, "f": 4.0, "g": 3.0, "h": 3.0}.items()}
     plan = cnb.plan_workers(est, 2)
@@ -77,7 +70,7 @@ def test_plan_balances_the_workers_and_keeps_each_list_longest_first():
 
 
 def test_estimates_come_from_the_history_else_the_baseline_else_the_median(tmp_path):
-    cnb = _load_script()
+    cnb = load_script("check_notebooks")
     history, baseline = tmp_path / "history.json", tmp_path / "baseline.json"
     baseline.write_text(json.dumps({"notebooks/a.ipynb": 5.0, "notebooks/b.ipynb": 9.0}))
     assert cnb.load_durations(history, baseline) == {"notebooks/a.ipynb": 5.0, "notebooks/b.ipynb": 9.0}
@@ -92,7 +85,7 @@ def test_estimates_come_from_the_history_else_the_baseline_else_the_median(tmp_p
 
 
 def test_the_committed_baseline_times_every_course_notebook():
-    cnb = _load_script()
+    cnb = load_script("check_notebooks")
     baseline = cnb.load_durations(cnb.BASELINE)
     missing = [cnb._rel(p) for p in cnb.find_notebooks(None) if cnb._rel(p) not in baseline]
     assert not missing, f"not in {cnb._rel(cnb.BASELINE)}: {missing}; run scripts/check_notebooks.py --update-baseline"
@@ -107,7 +100,7 @@ def test_each_worker_runs_the_notebooks_planned_for_it(tmp_path):
     env = {**os.environ, "CHECK_NOTEBOOKS_PLAN": json.dumps([[str(p) for p in b] for b in plan]),
            "CHECK_NOTEBOOKS_DURATIONS": str(durations),
            "PYTHONPATH": os.pathsep.join([str(SCRIPT.parent), os.environ.get("PYTHONPATH", "")])}
-    cmd = _load_script().build_pytest_command(paths, workers=2)
+    cmd = load_script("check_notebooks").build_pytest_command(paths, workers=2)
     run = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
     assert run.returncode == 0, run.stdout + run.stderr
     workers = {Path(k).name: v["worker"] for k, v in json.loads(durations.read_text()).items()}
@@ -126,7 +119,7 @@ def test_each_worker_runs_the_notebooks_planned_for_it(tmp_path):
 
 
 def test_pytest_command_keeps_notebooks_whole():
-    cnb = _load_script()
+    cnb = load_script("check_notebooks")
     cmd = cnb.build_pytest_command([ROOT / "notebooks" / "x.ipynb"], workers=2)
     assert cmd[cmd.index("--dist") + 1] == "loadfile"  # nbval cells of one notebook share one kernel
     assert "--nbval" in cmd and "--nbval-lax" not in cmd

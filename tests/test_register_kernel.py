@@ -1,20 +1,14 @@
 """scripts/register_kernel.py: the per-user kernel follows one copy of the course, never silently another."""
-import importlib.util
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+from conftest import load_script
+
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "register_kernel.py"
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("register_kernel_under_test", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _run(data_dir: Path, *args):
@@ -28,7 +22,7 @@ def _spec(data_dir: Path) -> Path:
 
 
 def test_decide(tmp_path):
-    rk = _load()
+    rk = load_script("register_kernel")
     alive = tmp_path / "python"
     alive.write_text("")
     assert rk.decide(None, "/me/python") == "register"
