@@ -1,6 +1,4 @@
-import importlib.util
 import os
-from pathlib import Path
 
 import pytest
 
@@ -26,12 +24,3 @@ def base_model():
     from course_utils import load_base_model
 
     return load_base_model()
-
-
-def load_script(name: str):
-    """Import ``scripts/<name>.py`` as a fresh module (the scripts are files, not a package)."""
-    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"{name}_under_test", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
