@@ -160,3 +160,32 @@ def test_nothing_to_check(tmp_path):
     (tmp_path / "empty").mkdir()
     rc, out = _run(tmp_path / "empty")
     assert rc == 0 and "no notebooks found" in out
+
+
+def test_quick_kernel_runs_code_and_is_reaped_after_stop():
+    import nbval.kernel
+
+    cnb = load_script("check_notebooks")
+    kernel = cnb._quick_kernel_class(nbval.kernel)("python3", startup_timeout=60)
+    try:
+        assert isinstance(kernel, nbval.kernel.RunningKernel)
+        msg_id = kernel.execute_cell_input("import os; os.getpid()", allow_stdin=False)
+        kernel.await_reply(msg_id, timeout=60)
+        results = []
+        while True:  # the IOPub messages of that execution, up to its "idle"
+            msg = kernel.get_message(stream="iopub", timeout=60)
+            if msg["parent_header"].get("msg_id") != msg_id:
+                continue
+            if msg["msg_type"] == "execute_result":
+                results.append(msg["content"]["data"]["text/plain"])
+            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
+                break
+        pid = kernel.km.provisioner.process.pid
+        assert results == [str(pid)]
+    finally:
+        kernel.stop()
+    for thread in cnb._reapers:
+        thread.join(timeout=30)
+    assert not kernel.is_alive()
+    with pytest.raises(ProcessLookupError):  # killed and reaped, not left as a zombie
+        os.kill(pid, 0)
