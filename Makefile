@@ -50,7 +50,7 @@ assets: setup
 
 # The lessons that show the benchmark's rows are re-executed, so their stored outputs match the new results.
 bench: setup
-	$(PY) -m course_utils.bench
+	$(PY) -m course_utils.maintenance.bench
 	$(PY) -m course_utils execute $$(grep -l 'bench_table(' notebooks/*.ipynb)
 
 clean:

@@ -3,6 +3,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+
+# Each command imports its module when it runs: `diagnose` without --base and `--help` stay free of
+# torch and peft (about 4-5 s to import), and no command pays for another's dependencies.
 
 
 def _doctor(args) -> int:
@@ -12,10 +16,8 @@ def _doctor(args) -> int:
 
 
 def _build_assets(args) -> int:
-    from pathlib import Path
-
-    from .build_assets import build_assets
-    from .notebook import quiet_libraries
+    from .lesson_setup import quiet_libraries
+    from .maintenance.build_assets import build_assets
 
     quiet_libraries()
     report = build_assets(Path(args.dest)) if args.dest else build_assets()
@@ -23,13 +25,13 @@ def _build_assets(args) -> int:
 
 
 def _execute(args) -> int:
-    from .execute import execute_many
+    from .maintenance.execute import execute_many
 
     return execute_many(args.notebooks)
 
 
 def _grade(args) -> int:
-    from .grader import run_grade
+    from .grading.grader import run_grade
 
     return run_grade(args.paths, as_json=args.json, csv_path=args.csv, solutions=args.solutions,
                      cell_timeout=args.cell_timeout, total_timeout=args.total_timeout,
@@ -37,7 +39,7 @@ def _grade(args) -> int:
 
 
 def _exercises(args) -> int:
-    from .exercise_build import run_build
+    from .grading.student_copies import run_build
 
     return run_build(check_only=args.check)
 
@@ -46,7 +48,7 @@ def _diagnose(args) -> int:
     from .diagnosis import diagnose
 
     if args.base is not None:
-        from .notebook import quiet_libraries
+        from .lesson_setup import quiet_libraries
 
         quiet_libraries()
     report = diagnose(args.path, base_model=args.base)

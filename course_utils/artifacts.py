@@ -5,11 +5,17 @@ Defined in lesson 2 (``lesson1_adapter``); ``lesson1_model`` repeats lesson 1's 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 import time
 from pathlib import Path
+
+import torch
+from peft import LoraConfig, get_peft_model
+
+from .adapter_format import CONFIG_FILE, WEIGHTS_FILE, read_safetensors_header
+from .assets import course_model
+from .folders import staged_folder
+from .models import load_base_model, load_tokenizer
+from .training import train_demo_adapter
 
 # Lesson 1's recipe. notebooks/01_save_adapter.ipynb spells the same values out (tests/test_artifacts.py checks).
 LESSON1_LORA = dict(r=8, lora_alpha=16, target_modules=["c_attn"], task_type="CAUSAL_LM")
@@ -21,12 +27,6 @@ MESSAGE = "Adapter from lesson 1 (01_save_adapter.ipynb): {folder}"
 
 def lesson1_model(progress: bool = False):
     """Lesson 1's trained ``PeftModel``, rebuilt in memory: seed, wrap the base, train. Deterministic."""
-    import torch
-    from peft import LoraConfig, get_peft_model
-
-    from .models import load_base_model, load_tokenizer
-    from .training import train_demo_adapter
-
     tokenizer = load_tokenizer()
     base = load_base_model()
     torch.manual_seed(LESSON1_SEED)  # lora_A starts random: seed it so the rebuild matches lesson 1
@@ -37,13 +37,10 @@ def lesson1_model(progress: bool = False):
 
 def is_lesson1_adapter(folder: str | Path) -> bool:
     """True if ``folder`` holds a complete adapter saved with lesson 1's config on the course model."""
-    from .files import read_safetensors_header
-    from .paths import course_model
-
     folder = Path(folder)
     try:
-        config = json.loads((folder / "adapter_config.json").read_text())
-        header = read_safetensors_header(folder / "adapter_model.safetensors")
+        config = json.loads((folder / CONFIG_FILE).read_text())
+        header = read_safetensors_header(folder / WEIGHTS_FILE)
     except (OSError, ValueError):
         return False
     wanted = {k: v for k, v in LESSON1_LORA.items() if k != "target_modules"}
@@ -58,31 +55,15 @@ def is_lesson1_adapter(folder: str | Path) -> bool:
 
 
 def _rebuild(folder: Path, wait_s: float = 0.0) -> None:
-    """Build lesson 1's adapter in a temporary sibling folder, then move it into place in one rename."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
-    try:
-        lesson1_model().save_pretrained(staging)
-        deadline = time.monotonic() + wait_s
-        while folder.exists():  # lesson 1 may be writing it right now: give it time before replacing it
-            if is_lesson1_adapter(folder):
-                return  # a good copy appeared meanwhile: keep it
-            if time.monotonic() >= deadline:
-                stale = Path(tempfile.mkdtemp(prefix=f".{folder.name}-old-", dir=folder.parent))
-                try:
-                    os.replace(folder, stale / folder.name)
-                except OSError:
-                    pass
-                shutil.rmtree(stale, ignore_errors=True)
-                break
-            time.sleep(0.2)
-        try:
-            os.replace(staging, folder)
-        except OSError:
-            if not is_lesson1_adapter(folder):  # nobody else put a good copy there meanwhile
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    """Give a folder being written ``wait_s`` seconds to become complete; else rebuild it in one rename."""
+    deadline = time.monotonic() + wait_s
+    while folder.exists() and time.monotonic() < deadline:  # lesson 1 may be writing it right now
+        if is_lesson1_adapter(folder):
+            return  # a good copy appeared meanwhile: keep it
+        time.sleep(0.2)
+    model = lesson1_model()
+    with staged_folder(folder, replace=True) as stage:
+        model.save_pretrained(stage)
 
 
 def lesson1_adapter(folder: str | Path = LESSON1_FOLDER, wait_s: float = 3.0) -> Path:

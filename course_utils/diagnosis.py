@@ -17,13 +17,22 @@ import os
 import re
 from dataclasses import dataclass, field
 from functools import lru_cache
+from importlib.metadata import version
 from pathlib import Path
 
-from .files import read_safetensors_header
+from .adapter_format import (
+    CONFIG_FILE,
+    LORA_KEY,
+    PICKLE_WEIGHTS_FILE,
+    WEIGHTS_FILE,
+    in_out_features,
+    matches_target,
+    read_safetensors_header,
+    unmatched_targets,
+)
+from .assets import course_model
+from .messages import one_line
 
-CONFIG = "adapter_config.json"
-WEIGHTS = "adapter_model.safetensors"
-PICKLE_WEIGHTS = "adapter_model.bin"
 MAX_CONFIG_BYTES = 10 * 1024 * 1024
 INTERNAL_ERROR = "diagnose hit an unexpected error"
 
@@ -34,7 +43,6 @@ DTYPE_BITS = {
     "I64": 64, "U64": 64, "F64": 64,
 }
 # lora_A / lora_B (and lora_embedding_A / _B) weights, with or without the adapter name peft strips on save.
-LORA_KEY = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?:embedding_)?(?P<ab>[AB])(?:\.[^.]+)?(?:\.weight)?$")
 OTHER_LORA_KEY = re.compile(r"\.lora_(?:magnitude_vector|bias)\b")
 FALLBACK_PEFT_TYPES = frozenset({"LORA", "ADALORA", "IA3", "LOHA", "LOKR", "OFT", "BOFT", "VERA", "PROMPT_TUNING",
                                  "PREFIX_TUNING", "P_TUNING", "ADAPTION_PROMPT", "XLORA", "FOURIERFT", "HRA"})
@@ -63,23 +71,10 @@ class Diagnosis:
         return "\n".join([head] + [f"  - {p}" for p in self.problems])
 
 
-def _targets_matching_nothing(targets: list, module_names) -> list[str]:
-    """The entries of ``target_modules`` that name no module (peft matches a full name or a dotted suffix)."""
-    names = list(module_names)
-    return [t for t in targets if isinstance(t, str) and not any(n == t or n.endswith(f".{t}") for n in names)]
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"[:200]
-
-
 @lru_cache(maxsize=1)
 def known_peft_types() -> tuple[frozenset, str]:
     """The ``PeftType`` names of the installed peft, read from its source (importing peft costs seconds)."""
     try:
-        from importlib.metadata import version
-
         peft_version = version("peft")
         spec = importlib.util.find_spec("peft")
         source = Path(next(iter(spec.submodule_search_locations))) / "utils" / "peft_types.py"
@@ -111,7 +106,7 @@ def diagnose(path, base_model: str | None = None) -> Diagnosis:
     try:
         _diagnose(Path(path), str(path), base_model, d)
     except Exception as exc:  # a bug here must still be one line, not a traceback
-        d.add(f"{INTERNAL_ERROR} ({_one_line(exc)}): the folder was not changed; please report this to the course.")
+        d.add(f"{INTERNAL_ERROR} ({one_line(exc)}): the folder was not changed; please report this to the course.")
     return d
 
 
@@ -120,25 +115,25 @@ def _diagnose(p: Path, shown: str, base_model, d: Diagnosis) -> None:
     try:
         exists, is_dir = p.exists(), p.is_dir()
     except OSError as exc:
-        d.add(f"{shown} cannot be checked ({_one_line(exc)}): check the path and your permissions on its parent folder.")
+        d.add(f"{shown} cannot be checked ({one_line(exc)}): check the path and your permissions on its parent folder.")
         return
     if not exists:
         d.add(f"{shown} does not exist: check the path for typos, or run the cell that saves the adapter first.")
         return
     if not is_dir:
-        hint = f" (for this file, that is {p.parent})" if p.name in (CONFIG, WEIGHTS, PICKLE_WEIGHTS) else ""
+        hint = f" (for this file, that is {p.parent})" if p.name in (CONFIG_FILE, WEIGHTS_FILE, PICKLE_WEIGHTS_FILE) else ""
         d.add(f"{shown} is a file, not a folder: pass the folder that holds adapter_config.json{hint}.")
         return
     try:
         entries = _listing(p)
     except OSError as exc:
-        d.add(f"{shown} cannot be read ({_one_line(exc)}): give yourself read access, e.g. `chmod -R u+rX {shown}`.")
+        d.add(f"{shown} cannot be read ({one_line(exc)}): give yourself read access, e.g. `chmod -R u+rX {shown}`.")
         return
     files = {e.name: e for e in entries if e.is_file()}
-    subdirs = [e.name for e in entries if e.is_dir() and (Path(e.path) / CONFIG).is_file()]
+    subdirs = [e.name for e in entries if e.is_dir() and (Path(e.path) / CONFIG_FILE).is_file()]
 
     # 2. Not an adapter folder at all?
-    if CONFIG not in files:
+    if CONFIG_FILE not in files:
         if subdirs:
             first = subdirs[0]
             d.add(f"{shown} has no adapter_config.json but holds {len(subdirs)} adapter(s) in subfolders "
@@ -161,28 +156,28 @@ def _diagnose(p: Path, shown: str, base_model, d: Diagnosis) -> None:
                   "pass the folder that model.save_pretrained(...) wrote.")
         return
 
-    leftover = _is_full_model(set(files)) and WEIGHTS not in files and PICKLE_WEIGHTS not in files
+    leftover = _is_full_model(set(files)) and WEIGHTS_FILE not in files and PICKLE_WEIGHTS_FILE not in files
     if leftover:
         d.add(f"{shown} holds a merged full model (config.json + model.safetensors) and an adapter_config.json left "
               "from an adapter save, so loaders take the folder for an adapter: save the merged model into a clean "
-              f"folder (course_utils.merge_to_folder) or delete {p / CONFIG}.")
+              f"folder (course_utils.merge_to_folder) or delete {p / CONFIG_FILE}.")
     elif _is_full_model(set(files)):
         d.add(f"{shown} holds both an adapter (adapter_config.json + weights) and a full model (config.json + "
               "model.safetensors), e.g. a merged model saved over the adapter's folder, and loaders take it for the "
               "adapter: keep them in separate folders (course_utils.merge_to_folder saves both safely).")
 
     # 3. The config.
-    config = _read_config(p / CONFIG, d)
+    config = _read_config(p / CONFIG_FILE, d)
     peft_type = None
     if config is not None:
         peft_type = _check_config_fields(config, d)
 
     # 4. The weights file.
     header = None
-    if WEIGHTS in files:
-        header = _read_weights_header(p / WEIGHTS, d)
-    elif PICKLE_WEIGHTS in files:
-        size = files[PICKLE_WEIGHTS].stat().st_size
+    if WEIGHTS_FILE in files:
+        header = _read_weights_header(p / WEIGHTS_FILE, d)
+    elif PICKLE_WEIGHTS_FILE in files:
+        size = files[PICKLE_WEIGHTS_FILE].stat().st_size
         state = "is empty (0 bytes) and " if size == 0 else ""
         d.add(f"{shown} has only adapter_model.bin, which {state}is a pickle file that can run code when loaded: load it "
               "only with torch.load(path, weights_only=True) (course_utils.load_bin_adapter_weights), then re-save "
@@ -212,7 +207,7 @@ def _read_config(path: Path, d: Diagnosis):
             return None
         raw = path.read_bytes()
     except OSError as exc:
-        d.add(f"adapter_config.json cannot be read ({_one_line(exc)}): give yourself read access, e.g. `chmod u+r {path}`.")
+        d.add(f"adapter_config.json cannot be read ({one_line(exc)}): give yourself read access, e.g. `chmod u+r {path}`.")
         return None
     if not raw.strip():
         d.add(f"adapter_config.json is empty: the save was interrupted; {fix}.")
@@ -287,7 +282,7 @@ def _read_weights_header(path: Path, d: Diagnosis):
             return None
         header = read_safetensors_header(path)
     except OSError as exc:
-        d.add(f"adapter_model.safetensors cannot be read ({_one_line(exc)}): give yourself read access, e.g. "
+        d.add(f"adapter_model.safetensors cannot be read ({one_line(exc)}): give yourself read access, e.g. "
               f"`chmod u+r {path}`.")
         return None
     except ValueError as exc:
@@ -322,20 +317,6 @@ class LoraTensors:
 
     modules: dict
     rank_of: dict
-
-
-def _targeted(config: dict, module: str) -> bool:
-    tm = config.get("target_modules")
-    if isinstance(tm, str):
-        if tm.lower() == "all-linear":
-            return True
-        try:
-            return re.fullmatch(tm, module) is not None
-        except re.error:
-            return True  # reported elsewhere: peft would fail on the regex too
-    if isinstance(tm, list):
-        return any(module == t or module.endswith(f".{t}") for t in tm if isinstance(t, str))
-    return True
 
 
 def _expected_rank(config: dict, module: str):
@@ -380,7 +361,7 @@ def _check_lora_tensors(config: dict, header: dict, d: Diagnosis):
               "save?); save the adapter again with model.save_pretrained(...).")
 
     # Which module names does each tensor belong to, and are they targeted?
-    untargeted = sorted(m for m in modules if not _targeted(config, m))
+    untargeted = sorted(m for m in modules if not matches_target(m, config.get("target_modules")))
     if untargeted:
         names = {m.rsplit(".", 1)[-1] for m in untargeted}
         d.add(f"adapter_model.safetensors has LoRA weights for {len(untargeted)} module(s) named {_short(names)} "
@@ -388,7 +369,7 @@ def _check_lora_tensors(config: dict, header: dict, d: Diagnosis):
               f"include: {fix_mix}, or add {_short(names)} to target_modules.")
     tm = config.get("target_modules")
     if isinstance(tm, list):
-        unused = _targets_matching_nothing(tm, modules)
+        unused = unmatched_targets(tm, modules)
         if unused:
             d.add(f"target_modules lists {_short(unused)} but adapter_model.safetensors has no LoRA weights for such "
                   f"modules: {fix_mix}, or remove {_short(unused)} from target_modules.")
@@ -423,13 +404,12 @@ def _check_lora_tensors(config: dict, header: dict, d: Diagnosis):
 
 
 def _resolve_base(name: str) -> str:
-    from .paths import course_model
-
     return course_model() if name.strip().lower() in ("course", "shipped", "") else name
 
 
 def _base_skeleton(name: str, config: dict):
     """The base model's modules on the meta device (no weights read), via transformers."""
+    # Imported here, not at the top: without --base, diagnose reads two files and must not pay ~4 s for torch.
     import torch
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
@@ -438,19 +418,6 @@ def _base_skeleton(name: str, config: dict):
     with torch.device("meta"):
         model = auto.from_config(cfg)
     return dict(model.named_modules())
-
-
-def _in_out(module):
-    """``(in, out)`` features of a Linear, GPT-2 Conv1D or Embedding module, else ``None``."""
-    kind = type(module).__name__
-    weight = getattr(module, "weight", None)
-    if kind == "Conv1D" and weight is not None and weight.dim() == 2:
-        return int(weight.shape[0]), int(weight.shape[1])
-    if hasattr(module, "in_features") and hasattr(module, "out_features"):
-        return int(module.in_features), int(module.out_features)
-    if hasattr(module, "num_embeddings") and hasattr(module, "embedding_dim"):
-        return int(module.num_embeddings), int(module.embedding_dim)
-    return None
 
 
 def _check_base(config: dict, lora: LoraTensors, base_model: str, d: Diagnosis) -> None:
@@ -469,12 +436,12 @@ def _check_base(config: dict, lora: LoraTensors, base_model: str, d: Diagnosis) 
     try:
         base = _base_skeleton(name, config)
     except Exception as exc:
-        d.add(f"cannot load the base model {base_model!r} ({_one_line(exc)}): pass a local folder holding config.json, "
+        d.add(f"cannot load the base model {base_model!r} ({one_line(exc)}): pass a local folder holding config.json, "
               "or \"course\" for the course's model.")
         return
     tm = config.get("target_modules")
     if isinstance(tm, list):
-        absent = _targets_matching_nothing(tm, base)
+        absent = unmatched_targets(tm, base)
         if absent:
             d.add(f"target_modules {_short(absent)} match no module of the base model {name}: the adapter was made for "
                   f"another architecture{origin}; load it onto that model, or pass that model with --base.")
@@ -486,7 +453,7 @@ def _check_base(config: dict, lora: LoraTensors, base_model: str, d: Diagnosis) 
     for module, ab in sorted(lora.modules.items()):
         if module not in base:
             continue
-        dims = _in_out(base[module])
+        dims = in_out_features(base[module])
         if dims is None:
             continue
         n_in, n_out = dims
@@ -516,8 +483,8 @@ def _summary(shown, config, header, files, subdirs, base_model, lora) -> str:
     if header is not None:
         tensors = {k: v for k, v in header.items() if k != "__metadata__"}
         dtypes = sorted({v["dtype"] for v in tensors.values()})
-        size = files[WEIGHTS].stat().st_size
-        lines.append(f"  tensors:        {len(tensors)} in {WEIGHTS} ({size:,} bytes), dtype {', '.join(dtypes) or '-'}")
+        size = files[WEIGHTS_FILE].stat().st_size
+        lines.append(f"  tensors:        {len(tensors)} in {WEIGHTS_FILE} ({size:,} bytes), dtype {', '.join(dtypes) or '-'}")
     if base_model is not None and lora:
         lines.append(f"  base model:     {_resolve_base(base_model)}: all {len(lora.modules)} adapted modules exist "
                      "and every tensor fits them")

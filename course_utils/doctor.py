@@ -14,6 +14,19 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import peft
+import torch
+import transformers
+from peft import LoraConfig, PeftModel, get_peft_model
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from .assets import SHIPPED_MODEL
+from .lesson_setup import quiet_libraries
+from .messages import one_line
+from .placement import device_name
+from .roundtrip import compare_logits, logits_of, sample_batch
+from .versions import check_versions, installed_version
+
 
 @dataclass
 class PathResult:
@@ -23,14 +36,10 @@ class PathResult:
 
 
 def _peft_from_pretrained(base_loader, folder):
-    from peft import PeftModel
-
     return PeftModel.from_pretrained(base_loader(), folder)
 
 
 def _peft_load_adapter(base_loader, folder):
-    from peft import LoraConfig, get_peft_model
-
     model = get_peft_model(base_loader(), LoraConfig(r=8, target_modules=["c_attn"]), adapter_name="placeholder")
     model.load_adapter(folder, adapter_name="doctor_check")
     model.set_adapter("doctor_check")
@@ -44,8 +53,6 @@ def _transformers_load_adapter(base_loader, folder):
 
 
 def _auto_from_adapter_folder(base_loader, folder):
-    from transformers import AutoModelForCausalLM
-
     return AutoModelForCausalLM.from_pretrained(str(folder)).eval()
 
 
@@ -57,34 +64,12 @@ LOAD_PATHS = {
 }
 
 
-def device_name() -> str:
-    """``cuda``, ``mps`` or ``cpu``: the best device torch can use here (lesson 4 teaches the choice)."""
-    import torch
-
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}"[:300]
-
-
 def roundtrip_all_paths(model_dir: str, atol: float = 1e-5) -> tuple[list[PathResult], float]:
     """Save an adapter trained-looking (random, non-zero LoRA weights) and reload it through every path.
 
     Returns the per-path results and how much the adapter changes the base's logits (so a path that
     silently drops the weights cannot pass by accident).
     """
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from .roundtrip import compare_logits, logits_of, sample_batch
-
     def base_loader():
         return AutoModelForCausalLM.from_pretrained(model_dir).eval()
 
@@ -106,7 +91,7 @@ def roundtrip_all_paths(model_dir: str, atol: float = 1e-5) -> tuple[list[PathRe
                     detail += " -- loaded without error but the LoRA weights were not applied"
                 results.append(PathResult(name, check.ok, detail))
             except Exception as exc:  # the doctor reports every failure as one line
-                results.append(PathResult(name, False, "raised " + _one_line(exc)))
+                results.append(PathResult(name, False, "raised " + one_line(exc, limit=300)))
     return results, adapter_effect
 
 
@@ -117,8 +102,6 @@ def run_doctor(verbose: bool = True) -> int:
     problems: list[str] = []
     say = print if verbose else (lambda *a, **k: None)
     try:
-        from .notebook import quiet_libraries
-        from .versions import check_versions, installed_version
 
         quiet_libraries()
         say(f"python {platform.python_version()} on {platform.system()} {platform.machine()}")
@@ -133,17 +116,13 @@ def run_doctor(verbose: bool = True) -> int:
             say(f"pinned set    all {len(checks)} packages match")
         say(f"device        {device_name()}")
     except Exception as exc:
-        problems.append(f"could not read the installed versions ({_one_line(exc)}): run `make lab`")
-
-    from .paths import SHIPPED_MODEL
+        problems.append(f"could not read the installed versions ({one_line(exc, limit=300)}): run `make lab`")
 
     try:
-        from transformers import AutoModelForCausalLM
-
         model = AutoModelForCausalLM.from_pretrained(str(SHIPPED_MODEL))
         say(f"model         shipped tiny GPT-2 loads offline ({sum(p.numel() for p in model.parameters()):,} parameters)")
     except Exception as exc:
-        problems.append(f"the shipped model does not load from {SHIPPED_MODEL} ({_one_line(exc)}): "
+        problems.append(f"the shipped model does not load from {SHIPPED_MODEL} ({one_line(exc, limit=300)}): "
                         "run `python -m course_utils build-assets`")
     else:
         try:
@@ -153,13 +132,11 @@ def run_doctor(verbose: bool = True) -> int:
                 say(f"  {'ok  ' if r.ok else 'FAIL'} {r.name}: {r.detail}")
             if effect < 1e-3:
                 problems.append("the test adapter does not change the logits, so the round trip proves nothing")
-            import peft
-            import transformers
 
             problems += [f"{r.name} does not reproduce the saved model with transformers {transformers.__version__} "
                          f"and peft {peft.__version__}: {r.detail}" for r in results if not r.ok]
         except Exception as exc:
-            problems.append(f"the round trip could not run ({_one_line(exc)})")
+            problems.append(f"the round trip could not run ({one_line(exc, limit=300)})")
     took = time.perf_counter() - start
     if problems:
         print(f"doctor: {len(problems)} problem(s) found in {took:.1f} s:")

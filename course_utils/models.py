@@ -5,14 +5,13 @@ Defined in lesson 1; used by every lesson.
 from __future__ import annotations
 
 import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from .paths import course_model
+from .assets import course_model
 
 
 def load_tokenizer(name: str | None = None):
     """The tokenizer of the course model (``course_model()`` unless ``name`` is given)."""
-    from transformers import AutoTokenizer
-
     tok = AutoTokenizer.from_pretrained(name or course_model())
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
@@ -21,7 +20,5 @@ def load_tokenizer(name: str | None = None):
 
 def load_base_model(name: str | None = None, dtype: torch.dtype = torch.float32, **kwargs):
     """A fresh copy of the course's base model, in eval mode, via ``AutoModelForCausalLM.from_pretrained``."""
-    from transformers import AutoModelForCausalLM
-
     model = AutoModelForCausalLM.from_pretrained(name or course_model(), dtype=dtype, **kwargs)
     return model.eval()

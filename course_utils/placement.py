@@ -7,6 +7,8 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
+import torch
+
 
 @dataclass(frozen=True)
 class PlacementRow:
@@ -89,3 +91,12 @@ def assert_single_device(model) -> str:
     shown = ", ".join(stray[:3]) + (f" and {len(stray) - 3} more" if len(stray) > 3 else "")
     raise RuntimeError(f"{len(stray)} parameter(s) are not on {main} like the other {len(by_device[main])}: "
                        f"{shown}. Move the whole model with model.to({main!r}) (or reload the stray adapter).")
+
+
+def device_name() -> str:
+    """``cuda``, ``mps`` or ``cpu``: the best device torch can use here (lesson 4 teaches the choice)."""
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"

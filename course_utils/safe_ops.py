@@ -2,49 +2,42 @@
 
 Defined in lesson 3 (``safe_save``, ``merge_to_folder``, ``load_bin_adapter_weights``).
 
-``safe_save`` writes into a hidden temporary folder beside the target and renames it into place only once
-``save_pretrained`` has returned, so a crash or a kill mid-save leaves either the old folder or the new one,
-never a half-written mix. One writer per folder is assumed.
+``safe_save`` writes into a hidden stage folder beside the target and renames it into place only once
+``save_pretrained`` has returned (``folders.staged_folder``).
 """
 from __future__ import annotations
 
 import copy
 import os
 import shutil
-import tempfile
-import time
 from pathlib import Path
 
-CONFIG = "adapter_config.json"
+import torch
+
+from .adapter_format import CONFIG_FILE, PICKLE_WEIGHTS_FILE
+from .folders import ASIDE, STAGE, siblings, staged_folder
 
 
 def _non_empty(folder: Path) -> bool:
     return folder.is_dir() and any(folder.iterdir())
 
 
-def _siblings(folder: Path, kind: str) -> list[Path]:
-    prefix = f".{folder.name}.{kind}-"
-    if not folder.parent.is_dir():
-        return []
-    return sorted(p for p in folder.parent.iterdir() if p.name.startswith(prefix))
-
-
 def _recover(folder: Path) -> None:
-    """Undo what a killed ``safe_save`` left: put a moved-aside old folder back, delete half-written temp folders."""
-    old = [p for p in _siblings(folder, "old") if p.is_dir()]
+    """Undo what a killed ``safe_save`` left: put a moved-aside old folder back, delete half-written stages."""
+    old = [p for p in siblings(folder, ASIDE) if p.is_dir()]
     if old and not folder.exists():
         os.rename(old[-1], folder)  # killed between moving the old folder aside and renaming the new one in
         old = old[:-1]
-    for stale in old + _siblings(folder, "saving"):
+    for stale in old + siblings(folder, STAGE):
         shutil.rmtree(stale, ignore_errors=True)
 
 
 def safe_save(model, folder, overwrite: bool = False, **save_pretrained_kwargs) -> Path:
     """``model.save_pretrained(folder, ...)`` that never leaves a half-written folder or destroys the old one.
 
-    Refuses a non-empty ``folder`` unless ``overwrite=True``. Saves into a temporary sibling folder, then
-    renames it into place; with ``overwrite=True`` the old folder is moved aside first and deleted only
-    after the rename succeeded (and put back if it failed). Returns the folder.
+    Refuses a non-empty ``folder`` unless ``overwrite=True``. Saves into a hidden stage folder, then
+    renames it into place (``folders.staged_folder``); with ``overwrite=True`` the old folder is moved aside
+    first and deleted only after the rename succeeded (and put back if it failed). Returns the folder.
     """
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
@@ -52,31 +45,10 @@ def safe_save(model, folder, overwrite: bool = False, **save_pretrained_kwargs) 
     _recover(folder)
     if _non_empty(folder) and not overwrite:
         raise FileExistsError(f"{folder} is not empty: pass overwrite=True to replace it, or choose a new folder.")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.saving-", dir=folder.parent))
-    try:
-        model.save_pretrained(str(tmp), **save_pretrained_kwargs)
-        if not any(tmp.iterdir()):
+    with staged_folder(folder, replace=overwrite) as stage:
+        model.save_pretrained(str(stage), **save_pretrained_kwargs)
+        if not any(stage.iterdir()):
             raise RuntimeError(f"save_pretrained wrote nothing for {folder}: the model is not one that can be saved.")
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    aside = None
-    if folder.exists():
-        if _non_empty(folder):
-            aside = folder.parent / f".{folder.name}.old-{time.time_ns()}"
-            os.rename(folder, aside)
-        else:
-            folder.rmdir()
-    try:
-        os.rename(tmp, folder)
-    except BaseException:
-        if aside is not None and not folder.exists():
-            os.rename(aside, folder)
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if aside is not None:
-        shutil.rmtree(aside, ignore_errors=True)
     return folder
 
 
@@ -105,8 +77,8 @@ def merge_to_folder(peft_model, merged_dir, adapters_dir) -> Path:
     safe_save(peft_model, adapters_dir)
     merged = copy.deepcopy(peft_model).merge_and_unload()
     safe_save(merged, merged_dir)
-    if (merged_dir / CONFIG).exists():  # never leave a folder that loaders would take for an adapter
-        (merged_dir / CONFIG).unlink()
+    if (merged_dir / CONFIG_FILE).exists():  # never leave a folder that loaders would take for an adapter
+        (merged_dir / CONFIG_FILE).unlink()
     return merged_dir
 
 
@@ -116,11 +88,9 @@ def load_bin_adapter_weights(path) -> dict:
     ``path`` is the file or the adapter folder. Raises a one-line error if the file is missing or holds
     anything but tensors (a pickle that could run code is refused, never executed).
     """
-    import torch
-
     path = Path(path)
     if path.is_dir():
-        path = path / "adapter_model.bin"
+        path = path / PICKLE_WEIGHTS_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: pass the adapter folder or its adapter_model.bin file.")
     try:

@@ -5,7 +5,11 @@ instantiated on the ``meta`` device, so the 124M GPT-2 costs no memory and downl
 """
 from __future__ import annotations
 
+import ipywidgets as w
 import torch
+from transformers import AutoModelForCausalLM, PretrainedConfig
+
+from .adapter_format import in_out_features, matches_target, unmatched_targets
 
 DEFAULT_TARGETS = ("c_attn", "c_proj", "c_fc")
 
@@ -14,8 +18,6 @@ def as_model(model_or_config):
     """``model_or_config`` itself if it is a torch module, else a model built from the config on ``meta``."""
     if isinstance(model_or_config, torch.nn.Module):
         return model_or_config
-    from transformers import AutoModelForCausalLM, PretrainedConfig
-
     if not isinstance(model_or_config, PretrainedConfig):
         raise TypeError(f"Expected a model or a transformers config (e.g. GPT2Config()), "
                         f"got {type(model_or_config).__name__}.")
@@ -33,16 +35,6 @@ def full_model_bytes(model_or_config) -> int:
     return sum(p.numel() * p.element_size() for p in as_model(model_or_config).parameters())
 
 
-def _in_out(module) -> tuple[int, int] | None:
-    """(in_features, out_features) of a layer LoRA can wrap (or has wrapped already), or None."""
-    module = getattr(module, "base_layer", module)  # a layer peft already wrapped: measure the original
-    if isinstance(module, torch.nn.Linear):
-        return module.in_features, module.out_features
-    if type(module).__name__ == "Conv1D" and hasattr(module, "nf"):  # GPT-2's transposed linear layer
-        return module.weight.shape[0], module.nf
-    return None
-
-
 def target_shapes(model_or_config, targets) -> dict[str, tuple[int, int]]:
     """``{module name: (in, out)}`` for every layer whose name ends with one of ``targets`` (peft's rule)."""
     if isinstance(targets, str):
@@ -52,10 +44,10 @@ def target_shapes(model_or_config, targets) -> dict[str, tuple[int, int]]:
         raise ValueError("targets is empty: name at least one module type, e.g. ['c_attn'].")
     found = {}
     for name, module in as_model(model_or_config).named_modules():
-        shape = _in_out(module)
-        if shape and any(name == t or name.endswith("." + t) for t in targets):
+        shape = in_out_features(module)
+        if shape and matches_target(name, targets) and not hasattr(module, "num_embeddings"):
             found[name] = shape
-    missing = sorted(t for t in targets if not any(n == t or n.endswith("." + t) for n in found))
+    missing = sorted(unmatched_targets(targets, found))
     if missing:
         raise ValueError(f"Target modules {missing} not found in the model: use names such as "
                          f"{', '.join(DEFAULT_TARGETS)} for GPT-2.")
@@ -92,8 +84,6 @@ def describe_sizes(model_or_config, r: int, targets) -> str:
 
 def rank_explorer(model_or_config, max_rank: int = 64, targets=DEFAULT_TARGETS, start_rank: int = 8):
     """An ipywidgets panel: a rank slider and target checkboxes; the text below shows the recomputed sizes."""
-    import ipywidgets as w
-
     model = as_model(model_or_config)
     slider = w.IntSlider(value=start_rank, min=1, max=max_rank, description="rank r")
     boxes = [w.Checkbox(value=(i == 0), description=t, indent=False) for i, t in enumerate(targets)]

@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+from tqdm import auto as tqdm_auto
 
 from . import tasks
 
@@ -71,10 +72,8 @@ def train_demo_adapter(model, tokenizer, steps: int = 10, seed: int = 0, lr: flo
     device = params[0].device
     bar = None
     if progress:
-        from tqdm.auto import tqdm
-
         # No rate or elapsed time in the bar: a stored notebook output must not change from run to run.
-        bar = tqdm(total=steps, desc=f"training on {task}", bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt}")
+        bar = tqdm_auto.tqdm(total=steps, desc=f"training on {task}", bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt}")
     losses: list[float] = []
     saved_threads = torch.get_num_threads()
     if threads is not None:

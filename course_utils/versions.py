@@ -24,7 +24,7 @@ def pinned_versions() -> dict[str, str]:
         requires = metadata.requires(DIST_NAME) or []
     except metadata.PackageNotFoundError:
         raise RuntimeError(
-            f"The course package is not installed: run `make lab` (or `pip install -e .`) in the course folder."
+            "The course package is not installed: run `make lab` (or `pip install -e .`) in the course folder."
         ) from None
     pins = {}
     for req in requires:

@@ -6,7 +6,10 @@ from __future__ import annotations
 
 import html
 
+import ipywidgets as w
+
 from .generation import complete
+from .messages import one_line
 from .tasks import ner_prompt, sentiment_prompt
 
 BASE = "base"
@@ -54,8 +57,6 @@ def adapter_playground(model, tokenizer, text: str = "Maria works for Google in 
     class ``course-adapter-output``. The output updates when any control changes. Returns the container;
     its ``.controls`` dict holds the widgets (``text``, ``adapter``, ``format``, ``output``, ``run``).
     """
-    import ipywidgets as w
-
     names = _adapter_names(model) + [BASE]
     box_text = w.Text(value=text, description="Sentence", continuous_update=False,
                       layout=w.Layout(width="32em"))
@@ -69,7 +70,7 @@ def adapter_playground(model, tokenizer, text: str = "Maria works for Google in 
         try:
             reply = playground_reply(model, tokenizer, box_text.value, adapter.value, fmt.value)
         except Exception as exc:  # show it in the panel: the learner's typing is kept
-            reply = f"Error: {type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"
+            reply = f"Error: {one_line(exc, 300)}"
         output.value = f"<pre>{html.escape(reply)}</pre>"
 
     for control in (box_text, adapter, fmt):

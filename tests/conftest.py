@@ -7,7 +7,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 @pytest.fixture(scope="session", autouse=True)
 def _quiet():
-    from course_utils.notebook import quiet_libraries
+    from course_utils.lesson_setup import quiet_libraries
 
     quiet_libraries()
 

@@ -5,7 +5,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from course_utils import artifacts, paths
+from course_utils import artifacts
+from course_utils.shipped import shipped_adapter
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "01_save_adapter.ipynb"
 
@@ -56,7 +57,7 @@ def test_broken_folder_is_replaced(built, tmp_path):
 
 
 def test_other_adapters_are_not_taken_for_lesson1(built, tmp_path):
-    assert not artifacts.is_lesson1_adapter(paths.shipped_adapter("english_ner"))
+    assert not artifacts.is_lesson1_adapter(shipped_adapter("english_ner"))
     assert not artifacts.is_lesson1_adapter(tmp_path / "nothing")
     config = json.loads((built / "adapter_config.json").read_text())
     config["r"] = 4

@@ -1,55 +1,32 @@
-"""The shipped model and adapters: present, small, offline, and still good at their tasks."""
-import json
+"""course_utils.assets: where the shipped files are, which model the course uses, the cache folder."""
+from pathlib import Path
 
-import pytest
-
-from course_utils import paths, tasks
-from course_utils.build_assets import SPLITS
+from course_utils import assets
 
 
-def test_assets_are_small():
-    total = sum(f.stat().st_size for f in paths.ASSETS.rglob("*") if f.is_file())
-    print(f"shipped assets: {total / 1e6:.2f} MB")
-    assert total < 8e6
+def test_course_model_defaults_to_shipped(monkeypatch):
+    monkeypatch.delenv("COURSE_MODEL", raising=False)
+    assert Path(assets.course_model()) == assets.SHIPPED_MODEL
+    assert (assets.SHIPPED_MODEL / "config.json").is_file()
 
 
-@pytest.mark.parametrize("task", paths.ADAPTER_NAMES)
-def test_adapter_heldout_accuracy(task, tokenizer):
-    from peft import PeftModel
-
-    from course_utils import load_base_model
-    from course_utils.generation import task_accuracy
-
-    model = PeftModel.from_pretrained(load_base_model(), paths.shipped_adapter(task))
-    _, heldout = tasks.task_splits(task, **SPLITS)
-    acc = task_accuracy(model, tokenizer, heldout)
-    print(f"{task}: held-out exact-match accuracy {acc:.1%} on {len(heldout)} examples")
-    assert acc >= 0.9
+def test_course_model_env_override(monkeypatch, tmp_path):
+    monkeypatch.setenv("COURSE_MODEL", str(tmp_path))
+    assert assets.course_model() == str(tmp_path)
+    monkeypatch.setenv("COURSE_MODEL", "  ")
+    assert Path(assets.course_model()) == assets.SHIPPED_MODEL
 
 
-def test_switching_adapters_changes_the_output(tokenizer):
-    from peft import PeftModel
-
-    from course_utils import load_base_model
-    from course_utils.generation import complete
-
-    model = PeftModel.from_pretrained(load_base_model(), paths.shipped_adapter("spanish_sentiment"),
-                                      adapter_name="spanish_sentiment")
-    model.load_adapter(paths.shipped_adapter("english_ner"), adapter_name="english_ner")
-    prompt = tasks.ner_prompt("Maria works for Acme in Paris.")
-    outs = {}
-    for name in paths.ADAPTER_NAMES:
-        model.set_adapter(name)
-        outs[name] = complete(model, tokenizer, prompt)
-    with model.disable_adapter():
-        outs["base"] = complete(model, tokenizer, prompt)
-    print(outs)
-    assert outs["english_ner"].strip() == "Maria (PER), Acme (ORG), Paris (LOC)"
-    assert len(set(outs.values())) == 3
+def test_is_shipped_model(tmp_path):
+    assert assets.is_shipped_model(str(assets.SHIPPED_MODEL))
+    assert assets.is_shipped_model(str(assets.SHIPPED_MODEL / ".." / "tiny-gpt2"))
+    assert not assets.is_shipped_model(str(tmp_path))
+    assert not assets.is_shipped_model("gpt2")
 
 
-def test_build_report_matches_assets():
-    report = json.loads((paths.ASSETS / "build_report.json").read_text())
-    assert all(report[f"{t}_heldout_accuracy"] >= 0.9 for t in paths.ADAPTER_NAMES)
-    cfg = json.loads((paths.shipped_adapter("english_ner") / "adapter_config.json").read_text())
-    assert cfg["peft_type"] == "LORA" and cfg["base_model_name_or_path"] == "course-tiny-gpt2"
+def test_cache_is_outside_the_repository(monkeypatch, tmp_path):
+    monkeypatch.delenv("PEFT_COURSE_CACHE", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    assert assets.cache_dir() == tmp_path / "peft-course"
+    monkeypatch.setenv("PEFT_COURSE_CACHE", str(tmp_path / "c"))
+    assert assets.cache_dir() == tmp_path / "c"

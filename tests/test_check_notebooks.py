@@ -7,8 +7,8 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from script_loader import load_script
 from nbformat.v4 import new_code_cell, new_notebook, new_output
+from script_loader import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "check_notebooks.py"

@@ -3,7 +3,7 @@
 Slow (several minutes per lesson on a laptop CPU), so not in the default run: ``pytest -m slow
 tests/test_course_model_full_size.py``. Outputs differ from the stored ones (random 124M weights,
 briefly trained adapters), so nbval runs in lax mode: every cell must run without an unexpected error.
-The folder is built once into ``~/.cache/peft-course`` (``course_utils.full_size``).
+The folder is built once into ``~/.cache/peft-course`` (``course_utils.maintenance.full_size``).
 """
 import os
 import subprocess
@@ -18,7 +18,7 @@ LESSONS = sorted((ROOT / "notebooks").glob("0*.ipynb"))
 
 @pytest.fixture(scope="module")
 def full_size_folder():
-    from course_utils.full_size import full_size_gpt2_folder
+    from course_utils.maintenance.full_size import full_size_gpt2_folder
 
     return full_size_gpt2_folder()
 

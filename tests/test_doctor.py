@@ -51,12 +51,6 @@ def test_doctor_reports_a_raising_path_in_one_line(monkeypatch, capsys):
 
 
 def test_doctor_reports_missing_model(monkeypatch, tmp_path, capsys):
-    import course_utils.paths as paths
-
-    monkeypatch.setattr(paths, "SHIPPED_MODEL", tmp_path / "nothing")
+    monkeypatch.setattr(doctor, "SHIPPED_MODEL", tmp_path / "nothing")
     assert doctor.run_doctor(verbose=False) == 1
     assert "build-assets" in capsys.readouterr().out
-
-
-def test_device_name():
-    assert doctor.device_name() in {"cuda", "mps", "cpu"}

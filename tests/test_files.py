@@ -3,12 +3,13 @@ import struct
 import pytest
 from safetensors.torch import save_file
 
-from course_utils import paths
-from course_utils.files import list_files, read_safetensors_header, tensor_table
+from course_utils.adapter_format import read_safetensors_header
+from course_utils.files import list_files, tensor_table
+from course_utils.shipped import shipped_adapter
 
 
 def test_list_files_of_a_shipped_adapter():
-    files = list_files(paths.shipped_adapter("english_ner"))
+    files = list_files(shipped_adapter("english_ner"))
     assert set(files) == {"README.md", "adapter_config.json", "adapter_model.safetensors"}
     assert all(size > 0 for size in files.values())
 

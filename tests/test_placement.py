@@ -2,7 +2,12 @@ import pytest
 import torch
 from torch import nn
 
-from course_utils.placement import PlacementRow, assert_single_device, placement_report
+from course_utils.placement import (
+    PlacementRow,
+    assert_single_device,
+    device_name,
+    placement_report,
+)
 
 
 class Tiny(nn.Module):
@@ -77,3 +82,7 @@ def test_bad_input_is_one_clear_error():
         placement_report("gpt2")
     with pytest.raises(ValueError, match="no parameters"):
         assert_single_device(nn.ReLU())
+
+
+def test_device_name():
+    assert device_name() in {"cuda", "mps", "cpu"}

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from course_utils import compare_logits, diagnose, load_base_model, paths
+from course_utils import compare_logits, diagnose, load_base_model
 from course_utils.roundtrip import logits_of, sample_batch
 from course_utils.safe_ops import load_bin_adapter_weights, merge_to_folder, safe_save
+from course_utils.shipped import shipped_adapter
 
 pytestmark = pytest.mark.filterwarnings("ignore:Could not find a config file")
 
@@ -29,8 +30,8 @@ def leftovers(folder: Path) -> list[str]:
 def two_adapters():
     from peft import PeftModel
 
-    model = PeftModel.from_pretrained(load_base_model(), paths.shipped_adapter("english_ner"), adapter_name="english_ner")
-    model.load_adapter(paths.shipped_adapter("spanish_sentiment"), adapter_name="spanish_sentiment")
+    model = PeftModel.from_pretrained(load_base_model(), shipped_adapter("english_ner"), adapter_name="english_ner")
+    model.load_adapter(shipped_adapter("spanish_sentiment"), adapter_name="spanish_sentiment")
     model.set_adapter("english_ner")
     return model.eval()
 
@@ -39,7 +40,7 @@ def two_adapters():
 def one_adapter():
     from peft import PeftModel
 
-    return PeftModel.from_pretrained(load_base_model(), paths.shipped_adapter("english_ner")).eval()
+    return PeftModel.from_pretrained(load_base_model(), shipped_adapter("english_ner")).eval()
 
 
 @pytest.fixture()
@@ -88,7 +89,7 @@ def test_an_empty_folder_is_fine(one_adapter, tmp_path):
 def test_overwrite_replaces_the_folder(one_adapter, old_folder):
     safe_save(one_adapter, old_folder, overwrite=True)
     assert snapshot(old_folder)["adapter_model.safetensors"] == snapshot(
-        paths.shipped_adapter("english_ner"))["adapter_model.safetensors"]
+        shipped_adapter("english_ner"))["adapter_model.safetensors"]
     assert diagnose(old_folder).ok and leftovers(old_folder) == []
 
 
@@ -190,7 +191,7 @@ def test_bin_weights_load_with_weights_only(one_adapter, tmp_path):
     folder = safe_save(one_adapter, tmp_path / "bin", safe_serialization=False)
     assert "only adapter_model.bin" in diagnose(folder).problems[0]
     state = load_bin_adapter_weights(folder)
-    expected = load_file(paths.shipped_adapter("english_ner") / "adapter_model.safetensors")
+    expected = load_file(shipped_adapter("english_ner") / "adapter_model.safetensors")
     assert state.keys() == expected.keys()
     assert all(torch.equal(state[k], expected[k]) for k in expected)
 

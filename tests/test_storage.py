@@ -2,8 +2,8 @@ import pytest
 import torch
 from transformers import GPT2Config
 
-from course_utils import paths, storage
-from course_utils.files import read_safetensors_header
+from course_utils import assets, storage
+from course_utils.adapter_format import read_safetensors_header
 
 TARGET_SETS = [["c_attn"], ["c_attn", "c_proj"], ["c_attn", "c_proj", "c_fc"]]
 
@@ -38,7 +38,7 @@ def _data_bytes(path):
 def test_bytes_match_real_files(base_model, tmp_path):
     from peft import LoraConfig, get_peft_model
 
-    assert storage.full_model_bytes(base_model) == _data_bytes(paths.SHIPPED_MODEL / "model.safetensors")
+    assert storage.full_model_bytes(base_model) == _data_bytes(assets.SHIPPED_MODEL / "model.safetensors")
     targets = ["c_attn", "c_proj", "c_fc"]
     expected = storage.adapter_bytes(base_model, 16, targets)
     wrapped = get_peft_model(base_model, LoraConfig(r=16, target_modules=targets))

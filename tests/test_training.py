@@ -2,7 +2,12 @@ import pytest
 import torch
 
 from course_utils.tasks import Example
-from course_utils.training import TrainResult, collate, encode_examples, train_demo_adapter
+from course_utils.training import (
+    TrainResult,
+    collate,
+    encode_examples,
+    train_demo_adapter,
+)
 
 
 def _lora_model(base_model, seed=0):

@@ -298,7 +298,7 @@ def wait_text_change(loc: Locator, lab: Lab, before: str, timeout: float, what: 
 # ----- the course's widgets ----------------------------------------------------------------------
 def check_quiz(lab: Lab, box: Locator) -> str:
     """Reveal the answer, pick a wrong option and Check (expect ✗), then the right one (expect ✓)."""
-    from course_utils.quiz import RIGHT, WRONG
+    from course_utils.quizzes import RIGHT, WRONG
 
     box.scroll_into_view_if_needed()
     feedback = box.locator(".widget-html-content").last

@@ -9,7 +9,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from lab_page import Lab, NotebookRun
 
 REPO = Path(__file__).resolve().parents[2]

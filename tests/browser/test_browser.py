@@ -16,11 +16,9 @@ import json
 
 import nbformat
 import pytest
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
-
 from lab_page import RAISES_TAG, check_quiz, move_slider, settled_text, wait_text_change
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 from notebook_runs import REPO, ran
-
 
 # ----- the harness ------------------------------------------------------------------------------
 KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
@@ -38,7 +36,7 @@ def test_clean_notebook_with_quiz(lab, course_copy):
         new_markdown_cell("# A generated notebook"),
         new_code_cell("import time\ntime.sleep(1)\nanswer = 6 * 7\nprint(answer)"),
         new_code_cell("raise ValueError('an expected error')", metadata={"tags": ["raises-exception"]}),
-        new_code_cell("from course_utils.quiz import quiz\n"
+        new_code_cell("from course_utils.quizzes import quiz\n"
                       "quiz('What is 6 * 7?', ['41', '42', '43'], 1, 'Six sevens.', hints={0: 'One short.'})"),
         new_code_cell("print('after the quiz', answer)"),
     ])

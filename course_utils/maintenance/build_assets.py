@@ -14,16 +14,26 @@ import time
 from pathlib import Path
 
 import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from tokenizers import ByteLevelBPETokenizer
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GPT2Config,
+    GPT2LMHeadModel,
+    GPT2TokenizerFast,
+)
 
-from . import tasks
-from .paths import ADAPTER_NAMES, ASSETS
+from .. import tasks
+from ..adapter_format import CONFIG_FILE
+from ..assets import ADAPTER_NAMES, ASSETS, SHIPPED_BASE_ID, SHIPPED_LORA
+from ..folders import staged_folder
+from ..generation import task_accuracy
+from ..training import collate, encode_examples
 
 MODEL_CONFIG = dict(n_layer=4, n_head=4, n_embd=128, n_positions=128, vocab_size=1024,
                     resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0)
-ADAPTER_CONFIG = dict(r=16, lora_alpha=32, target_modules=["c_attn", "c_proj", "c_fc"], lora_dropout=0.0)
 SPLITS = dict(n_train=3000, n_test=200)
-# The shipped adapters record this in base_model_name_or_path; load them onto course_model().
-BASE_ID = "course-tiny-gpt2"
 
 
 def _log(msg: str) -> None:
@@ -31,9 +41,6 @@ def _log(msg: str) -> None:
 
 
 def build_tokenizer(corpus: list[str], out: Path):
-    from tokenizers import ByteLevelBPETokenizer
-    from transformers import GPT2TokenizerFast
-
     bpe = ByteLevelBPETokenizer()
     task_text = [e.prompt + e.answer for t in ADAPTER_NAMES for e in tasks.task_splits(t, **SPLITS)[0]]
     bpe.train_from_iterator(corpus + task_text, vocab_size=MODEL_CONFIG["vocab_size"], min_frequency=2,
@@ -48,17 +55,9 @@ def build_tokenizer(corpus: list[str], out: Path):
 def _batches(ids: list[list[int]], mask: list[list[int]], batch_size: int, pad: int, g: torch.Generator):
     order = torch.randperm(len(ids), generator=g).tolist()
     for i in range(0, len(order) - batch_size + 1, batch_size):
-        rows = [ids[j] for j in order[i:i + batch_size]]
-        masks = [mask[j] for j in order[i:i + batch_size]]
-        width = max(map(len, rows))
-        x = torch.full((len(rows), width), pad)
-        labels = torch.full((len(rows), width), -100)
-        att = torch.zeros((len(rows), width), dtype=torch.long)
-        for k, (r, m) in enumerate(zip(rows, masks)):
-            x[k, :len(r)] = torch.tensor(r)
-            att[k, :len(r)] = 1
-            labels[k, :len(r)] = torch.tensor([t if keep else -100 for t, keep in zip(r, m)])
-        yield x, att, labels
+        chunk = order[i:i + batch_size]
+        batch = collate([(ids[j], mask[j]) for j in chunk], pad)
+        yield batch["input_ids"], batch["attention_mask"], batch["labels"]
 
 
 def _train(model, ids, mask, pad, steps: int, lr: float, batch_size: int, seed: int) -> float:
@@ -85,8 +84,6 @@ def _train(model, ids, mask, pad, steps: int, lr: float, batch_size: int, seed: 
 
 
 def pretrain_base(tok, corpus: list[str], out: Path, steps: int = 1000):
-    from transformers import GPT2Config, GPT2LMHeadModel
-
     torch.manual_seed(0)
     config = GPT2Config(**MODEL_CONFIG, bos_token_id=tok.eos_token_id, eos_token_id=tok.eos_token_id)
     model = GPT2LMHeadModel(config)
@@ -97,17 +94,11 @@ def pretrain_base(tok, corpus: list[str], out: Path, steps: int = 1000):
 
 
 def train_adapter(base, tok, task: str, out: Path, steps: int = 600, lr: float = 5e-3):
-    from peft import LoraConfig, get_peft_model
-
     torch.manual_seed(1)
     train, _ = tasks.task_splits(task, **SPLITS)
-    ids, mask = [], []
-    for e in train:
-        p = tok(e.prompt)["input_ids"]
-        a = tok(e.answer)["input_ids"] + [tok.eos_token_id]
-        ids.append(p + a)
-        mask.append([0] * len(p) + [1] * len(a))
-    model = get_peft_model(base, LoraConfig(task_type="CAUSAL_LM", **ADAPTER_CONFIG), adapter_name=task)
+    rows = encode_examples(tok, train)
+    ids, mask = [r[0] for r in rows], [r[1] for r in rows]
+    model = get_peft_model(base, LoraConfig(task_type="CAUSAL_LM", **SHIPPED_LORA), adapter_name=task)
     loss = _train(model, ids, mask, tok.eos_token_id, steps, lr, 32, seed=1)
     model.save_pretrained(out, selected_adapters=[task])
     # With a non-default name peft writes into out/<task>; keep each shipped adapter at its folder's root.
@@ -116,9 +107,9 @@ def train_adapter(base, tok, task: str, out: Path, steps: int = 600, lr: float =
         for f in nested.iterdir():
             shutil.move(str(f), out / f.name)
         nested.rmdir()
-    config_file = out / "adapter_config.json"
+    config_file = out / CONFIG_FILE
     config = json.loads(config_file.read_text())
-    config["base_model_name_or_path"] = BASE_ID
+    config["base_model_name_or_path"] = SHIPPED_BASE_ID
     config_file.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     return model.unload(), loss
 
@@ -132,8 +123,6 @@ def build_assets(dest: Path = ASSETS, pretrain_steps: int = 1000, adapter_steps:
     ``pretrain_steps`` and ``adapter_steps`` (``{task: steps}``) shorten the build for tests.
     """
     adapter_steps = {**ADAPTER_STEPS, **(adapter_steps or {})}
-    from .generation import task_accuracy
-
     start = time.perf_counter()
     report: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -150,20 +139,17 @@ def build_assets(dest: Path = ASSETS, pretrain_steps: int = 1000, adapter_steps:
             base, loss = train_adapter(base, tok, task, stage / "adapters" / task, adapter_steps[task])
             report[f"{task}_final_loss"] = round(loss, 3)
         # Score the shipped files exactly as a learner loads them.
-        from peft import PeftModel
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
         tok = AutoTokenizer.from_pretrained(model_dir)
         for task in ADAPTER_NAMES:
             fresh = AutoModelForCausalLM.from_pretrained(model_dir).eval()
             model = PeftModel.from_pretrained(fresh, stage / "adapters" / task)
             report[f"{task}_heldout_accuracy"] = task_accuracy(model, tok, tasks.task_splits(task, **SPLITS)[1])
         (stage / "build_report.json").write_text(json.dumps(report, indent=2) + "\n")
-        if dest.exists():
-            shutil.rmtree(dest)
-        shutil.copytree(stage, dest)
-        for f in dest.rglob("*"):
-            f.chmod(0o755 if f.is_dir() else 0o644)
+        with staged_folder(dest, replace=True) as final:
+            shutil.copytree(stage, final, dirs_exist_ok=True)
+            final.chmod(0o755)
+            for f in final.rglob("*"):
+                f.chmod(0o755 if f.is_dir() else 0o644)
     report["seconds"] = round(time.perf_counter() - start, 1)
     _log(json.dumps(report, indent=2))
     return report

@@ -1,7 +1,8 @@
 """What ``make bench`` measured on the full-size GPT-2, as the few rows a lesson needs.
 
 Defined in lesson 1 (``bench_table``); lessons 2 and 5 use it too. The numbers come from
-``benchmarks/results.json``, which ``make bench`` writes (``course_utils.bench``) on the machine it names;
+``course_utils/data/bench_results.json`` (package data), which ``make bench`` writes (``course_utils.maintenance.bench``)
+on the machine it names;
 a lesson reads them, it does not measure them. Re-run ``make bench`` to get your machine's numbers.
 """
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results.json"
+RESULTS = Path(__file__).resolve().parent / "data" / "bench_results.json"
 MIB = 1024 * 1024
 
 

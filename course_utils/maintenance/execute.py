@@ -12,7 +12,8 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
-ENV = {"HF_HUB_OFFLINE": "1", "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1"}
+from ..messages import one_line
+from .notebook_env import ENV, KERNEL_NAME
 
 # A live kernel names each widget model with a random uuid4, so every re-execution rewrote the ids in
 # every widget output and in the notebook's widget state. For stored outputs the kernel draws them from
@@ -33,7 +34,7 @@ except ImportError:
 """
 
 
-def execute_notebook(path: str | Path, timeout: int = 300, kernel_name: str = "python3") -> float:
+def execute_notebook(path: str | Path, timeout: int = 300, kernel_name: str = KERNEL_NAME) -> float:
     """Run ``path`` top to bottom in a fresh kernel, save it with its outputs, return the seconds taken.
 
     Cells tagged ``raises-exception`` may raise; any other error stops and is reported.
@@ -89,6 +90,5 @@ def execute_many(paths: list[str]) -> int:
             print(f"{p}: {execute_notebook(p):.1f} s", flush=True)
         except Exception as exc:  # report and go on with the rest
             failed += 1
-            first = (str(exc).strip().splitlines() or [""])[-1]
-            print(f"{p}: FAILED ({type(exc).__name__}: {first[:300]})", flush=True)
+            print(f"{p}: FAILED ({one_line(exc, 300, last=True)})", flush=True)
     return 1 if failed else 0

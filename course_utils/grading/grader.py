@@ -14,6 +14,7 @@ import csv
 import json
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -21,15 +22,26 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import nbformat
+from nbclient import NotebookClient
+from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
-from .exercise_build import SOLUTIONS, check_id_of, is_answer, is_check, nbgrader_meta, solution_paths
+from ..maintenance.notebook_env import ENV, KERNEL_NAME, KERNELSPEC
+from ..maintenance.repo import SOLUTIONS
+from ..messages import first_line
+from .student_copies import (
+    check_id_of,
+    is_answer,
+    is_check,
+    nbgrader_meta,
+    solution_paths,
+)
 
 CELL_TIMEOUT = 60      # seconds for one learner-written cell
 LOCKED_TIMEOUT = 120   # seconds for one cell the instructor wrote (imports, given code, checks)
 TOTAL_TIMEOUT = 600    # seconds for a whole submission
 MAX_RESTARTS = 3       # kernel restarts (after a timeout or a crash) per submission
 BIG_OUTPUT = 1_000_000  # bytes of output from one cell worth a message
-_CHECK_IMPORT = "from course_utils.exercise_checks import check  # restored by the grader\n"
+_CHECK_IMPORT = "from course_utils.grading.checks import check  # restored by the grader\n"
 
 
 @dataclass
@@ -67,11 +79,6 @@ class _Cell:
 class _Outcome:
     status: str        # "ok", "error", "timeout", "died", "not run"
     detail: str = ""
-
-
-def _first_line(text: str, limit: int = 240) -> str:
-    lines = [ln for ln in str(text).strip().splitlines() if ln.strip()]
-    return (lines[0] if lines else "")[:limit]
 
 
 # ------------------------------------------------------------------------------ which exercise
@@ -152,7 +159,7 @@ def _outcome_of(cell) -> tuple[_Outcome, int]:
     for out in cell.get("outputs", []):
         size += len(json.dumps(out, ensure_ascii=False))
         if out.get("output_type") == "error" and error is None:
-            ename, evalue = out.get("ename", "Error"), _first_line(out.get("evalue", ""))
+            ename, evalue = out.get("ename", "Error"), first_line(out.get("evalue", ""))
             error = evalue if ename == "CheckFailed" else f"{ename}: {evalue}".rstrip(": ")
     return (_Outcome("error", error) if error is not None else _Outcome("ok")), size
 
@@ -160,13 +167,6 @@ def _outcome_of(cell) -> tuple[_Outcome, int]:
 def run_cells(cells: list[_Cell], workdir: Path, total_timeout: float = TOTAL_TIMEOUT,
               messages: list[str] | None = None) -> list[_Outcome]:
     """Run ``cells`` in a fresh kernel in ``workdir``; a hung or fatal cell is skipped after a kernel restart."""
-    import subprocess
-
-    from nbclient import NotebookClient
-    from nbclient.exceptions import CellTimeoutError, DeadKernelError
-
-    from .execute import ENV
-
     messages = messages if messages is not None else []
     os.environ.update(ENV)
     deadline = time.monotonic() + total_timeout
@@ -175,8 +175,8 @@ def run_cells(cells: list[_Cell], workdir: Path, total_timeout: float = TOTAL_TI
     start_at, restarts = 0, 0
     while start_at < len(cells):
         nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c.source) for c in cells])
-        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-        client = NotebookClient(nb, kernel_name="python3", allow_errors=True, record_timing=False,
+        nb.metadata["kernelspec"] = dict(KERNELSPEC)
+        client = NotebookClient(nb, kernel_name=KERNEL_NAME, allow_errors=True, record_timing=False,
                                 shutdown_kernel="immediate", startup_timeout=120,
                                 resources={"metadata": {"path": str(workdir)}})
 
@@ -229,7 +229,7 @@ def run_cells(cells: list[_Cell], workdir: Path, total_timeout: float = TOTAL_TI
                             "later cells were not run.")
             break
         except RuntimeError as exc:  # the kernel would not start
-            messages.append(f"could not start a kernel: {_first_line(exc)}")
+            messages.append(f"could not start a kernel: {first_line(exc)}")
             break
     return outcomes
 
@@ -277,7 +277,7 @@ def grade_notebook(path: str | Path, solutions: str | Path = SOLUTIONS, cell_tim
     except Exception as exc:  # unreadable file: report, do not stop the batch
         name = identify_exercise(None, path, known)
         source = nbformat.read(known[name], as_version=4) if name else None
-        return _failed(path, name, source, f"not a readable notebook ({type(exc).__name__}: {_first_line(exc)})")
+        return _failed(path, name, source, f"not a readable notebook ({type(exc).__name__}: {first_line(exc)})")
     name = identify_exercise(nb, path, known)
     if name is None:
         return _failed(path, None, None, "not one of the course's exercises (no matching solution notebook).")
@@ -289,7 +289,7 @@ def grade_notebook(path: str | Path, solutions: str | Path = SOLUTIONS, cell_tim
             outcomes = run_cells(plan, Path(tmp), total_timeout, messages)
         questions = _score(source, plan, outcomes)
     except Exception as exc:  # a grader bug must not stop the batch either
-        result = _failed(path, name, source, f"grader error ({type(exc).__name__}: {_first_line(exc)})")
+        result = _failed(path, name, source, f"grader error ({type(exc).__name__}: {first_line(exc)})")
         result.seconds = round(time.perf_counter() - start, 1)
         return result
     return SubmissionResult(str(path), name, sum(q.points for q in questions), sum(q.max_points for q in questions),

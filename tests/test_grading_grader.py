@@ -12,8 +12,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from course_utils.exercise_build import EXERCISES, SOLUTIONS, check_id_of
-from course_utils.grader import plan_cells
+from course_utils.grading.grader import plan_cells
+from course_utils.grading.student_copies import check_id_of
+from course_utils.maintenance.repo import EXERCISES, SOLUTIONS
 
 EX01 = SOLUTIONS / "01_save_adapter.ipynb"
 

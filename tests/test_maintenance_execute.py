@@ -1,6 +1,10 @@
 import nbformat
 
-from course_utils.execute import execute_many, execute_notebook, merge_streams
+from course_utils.maintenance.execute import (
+    execute_many,
+    execute_notebook,
+    merge_streams,
+)
 
 
 def _write(path, *sources):

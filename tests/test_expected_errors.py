@@ -2,7 +2,7 @@ import os
 
 import pytest
 
-from course_utils.errors import describe_error, expect_error
+from course_utils.expected_errors import describe_error, expect_error
 
 
 class CustomError(KeyError):

@@ -2,7 +2,7 @@ import warnings
 
 import torch
 
-from course_utils.notebook import seed_everything, setup_notebook
+from course_utils.lesson_setup import seed_everything, setup_notebook
 
 
 def test_setup_notebook_seeds_everything():

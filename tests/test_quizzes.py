@@ -1,6 +1,6 @@
 import pytest
 
-from course_utils.quiz import RIGHT, WRONG, Quiz
+from course_utils.quizzes import RIGHT, WRONG, Quiz
 
 
 def _quiz():

@@ -12,14 +12,15 @@ from __future__ import annotations
 import ast
 import copy
 import re
+import textwrap
+import time
 from pathlib import Path
 
 import nbformat
 
-from .paths import ASSETS
+from ..maintenance.repo import EXERCISES, SOLUTIONS
+from .checks import CHECKS, stub_message
 
-EXERCISES = ASSETS.parent.parent / "exercises"
-SOLUTIONS = EXERCISES / "solutions"
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 STUB_COMMENT = "# YOUR CODE HERE (replace None with your answer)"
 RAISES = "raises-exception"
@@ -62,8 +63,6 @@ def assigned_names(code: str) -> list[str]:
 
 def stub_for(region: str, indent: str = "") -> str:
     """What replaces one answer region: a comment and ``name = None`` for each name the answer assigns."""
-    import textwrap
-
     try:
         names = assigned_names(textwrap.dedent(region))
     except SyntaxError:
@@ -94,8 +93,6 @@ def _error_output(message: str):
 
 def student_copy(solution) -> nbformat.NotebookNode:
     """The student version of a solution notebook (a new notebook; ``solution`` is not changed)."""
-    from .exercise_checks import CHECKS, stub_message
-
     nb = copy.deepcopy(solution)
     count = 0
     for cell in nb.cells:
@@ -115,7 +112,7 @@ def student_copy(solution) -> nbformat.NotebookNode:
         elif is_check(cell):
             gid = check_id_of(cell)
             if gid not in CHECKS:
-                raise ValueError(f"check cell {gid!r} has no entry in course_utils.exercise_checks.CHECKS")
+                raise ValueError(f"check cell {gid!r} has no entry in course_utils.grading.checks.CHECKS")
             cell.outputs = [_error_output(stub_message(gid))]
             tags.append(RAISES)
         else:
@@ -152,8 +149,6 @@ def build(solutions: Path = SOLUTIONS, dest: Path = EXERCISES, write: bool = Tru
 
 def run_build(check_only: bool = False) -> int:
     """CLI entry: build (or with ``check_only`` only report stale copies); 1 when copies are stale in check mode."""
-    import time
-
     start = time.perf_counter()
     try:
         changed = build(write=not check_only)

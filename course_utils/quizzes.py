@@ -6,6 +6,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import ipywidgets as w
+from IPython.display import display
+
 RIGHT = "✓ Right."
 WRONG = "✗ Not quite."
 
@@ -37,8 +40,6 @@ class Quiz:
 
     def widget(self):
         """An ipywidgets panel: radio buttons, a Check button, feedback, and a Show explanation button."""
-        import ipywidgets as w
-
         radio = w.RadioButtons(options=[(o, i) for i, o in enumerate(self.options)], value=None,
                                layout=w.Layout(width="max-content"))
         check = w.Button(description="Check", button_style="primary")
@@ -60,6 +61,4 @@ class Quiz:
 
 def quiz(question: str, options: list[str], answer: int, explanation: str, hints: dict[int, str] | None = None):
     """Show a quiz widget in the notebook (see ``Quiz``)."""
-    from IPython.display import display
-
     display(Quiz(question, list(options), answer, explanation, hints or {}).widget())

@@ -12,11 +12,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from course_utils import assets
 from course_utils import diagnosis as diagnose_module
-from course_utils import paths
 from course_utils.diagnosis import INTERNAL_ERROR, diagnose
+from course_utils.shipped import shipped_adapter
 
-SHIPPED = paths.shipped_adapter("english_ner")
+SHIPPED = shipped_adapter("english_ner")
 CONFIG_BYTES = (SHIPPED / "adapter_config.json").read_bytes()
 WEIGHTS_BYTES = (SHIPPED / "adapter_model.safetensors").read_bytes()
 HEADER_END = 8 + struct.unpack("<Q", WEIGHTS_BYTES[:8])[0]
@@ -98,8 +99,8 @@ def test_empty_folder(tmp_path):
 
 def test_multi_adapter_save_names_the_subfolders_and_the_call(tmp_path):
     root = tmp_path / "both"
-    for name in paths.ADAPTER_NAMES:
-        shutil.copytree(paths.shipped_adapter(name), root / name)
+    for name in assets.ADAPTER_NAMES:
+        shutil.copytree(shipped_adapter(name), root / name)
     (root / "README.md").write_text("model card")
     d = check(root, "multi-adapter save", "english_ner, spanish_sentiment",
               f'PeftModel.from_pretrained(base, "{root}", subfolder="english_ner")', str(root / "english_ner"))
@@ -108,8 +109,8 @@ def test_multi_adapter_save_names_the_subfolders_and_the_call(tmp_path):
 
 def test_multi_adapter_save_reports_a_broken_subfolder(tmp_path):
     root = tmp_path / "both"
-    for name in paths.ADAPTER_NAMES:
-        shutil.copytree(paths.shipped_adapter(name), root / name)
+    for name in assets.ADAPTER_NAMES:
+        shutil.copytree(shipped_adapter(name), root / name)
     (root / "spanish_sentiment" / "adapter_model.safetensors").unlink()
     check(root, "in subfolder spanish_sentiment:", "no adapter_model.safetensors")
 
@@ -211,17 +212,17 @@ def test_a_lora_tensor_without_its_partner(adapter):
 
 
 def test_full_model_weights_saved_as_an_adapter(adapter):
-    shutil.copy(paths.SHIPPED_MODEL / "model.safetensors", adapter / "adapter_model.safetensors")
+    shutil.copy(assets.SHIPPED_MODEL / "model.safetensors", adapter / "adapter_model.safetensors")
     check(adapter, "holds no LoRA tensors", "transformer.")
 
 
 def test_a_merged_full_model_where_an_adapter_was_expected(tmp_path):
-    merged = Path(shutil.copytree(paths.SHIPPED_MODEL, tmp_path / "merged"))
+    merged = Path(shutil.copytree(assets.SHIPPED_MODEL, tmp_path / "merged"))
     check(merged, "holds a full model", "AutoModelForCausalLM.from_pretrained")
 
 
 def test_adapter_config_left_in_a_merged_model_folder(tmp_path):
-    merged = Path(shutil.copytree(paths.SHIPPED_MODEL, tmp_path / "merged"))
+    merged = Path(shutil.copytree(assets.SHIPPED_MODEL, tmp_path / "merged"))
     shutil.copy(SHIPPED / "adapter_config.json", merged)
     d = check(merged, "adapter_config.json left from an adapter save", "merge_to_folder",
               str(merged / "adapter_config.json"))
@@ -230,7 +231,7 @@ def test_adapter_config_left_in_a_merged_model_folder(tmp_path):
 
 def test_merged_model_saved_over_the_adapter(adapter):
     for name in ("config.json", "model.safetensors"):
-        shutil.copy(paths.SHIPPED_MODEL / name, adapter)
+        shutil.copy(assets.SHIPPED_MODEL / name, adapter)
     check(adapter, "holds both an adapter", "separate folders")
 
 
@@ -248,7 +249,7 @@ def test_base_without_the_target_modules(adapter):
 def test_base_of_another_size(adapter, tmp_path):
     small = tmp_path / "small_base"
     small.mkdir()
-    config = json.loads((paths.SHIPPED_MODEL / "config.json").read_text())
+    config = json.loads((assets.SHIPPED_MODEL / "config.json").read_text())
     config["n_embd"] = 64
     (small / "config.json").write_text(json.dumps(config))
     check(adapter, "do not fit the base model", "has 64 inputs", "another size", base=str(small))

@@ -1,10 +1,10 @@
-"""course_utils.bench_results: the make-bench rows the lessons show (read from benchmarks/results.json)."""
+"""course_utils.bench_table: the make-bench rows the lessons show (read from the package data file course_utils/data/bench_results.json)."""
 import json
 
 import pytest
 
-from course_utils import bench
-from course_utils.bench_results import RESULTS, bench_table, load_results
+from course_utils.bench_table import RESULTS, bench_table, load_results
+from course_utils.maintenance import bench
 
 LESSON_KEYS = ["save_full", "save_adapter", "load_full", "load_full_forward", "peft_from_pretrained",
                "load_adapter", "hotswap_adapter", "set_adapter"]
@@ -12,7 +12,7 @@ LESSON_KEYS = ["save_full", "save_adapter", "load_full", "load_full_forward", "p
 
 def test_committed_results_have_what_the_lessons_ask_for_and_match_the_markdown():
     results = load_results()
-    md = (RESULTS.parent / "results.md").read_text()
+    md = (bench.OUT / "results.md").read_text()
     for model in bench.MODELS:
         keys = [m["key"] for m in results["measures"] if m["model"] == model]
         assert keys == LESSON_KEYS, model

@@ -4,9 +4,21 @@ from __future__ import annotations
 import nbformat
 import pytest
 
-from course_utils.exercise_build import (BEGIN, END, RAISES, SOLUTIONS, assigned_names, build, is_answer, is_check,
-                                         render, solution_paths, strip_solutions, student_copy)
-from course_utils.exercise_checks import stub_message
+from course_utils.grading.checks import stub_message
+from course_utils.grading.student_copies import (
+    BEGIN,
+    END,
+    RAISES,
+    SOLUTIONS,
+    assigned_names,
+    build,
+    is_answer,
+    is_check,
+    render,
+    solution_paths,
+    strip_solutions,
+    student_copy,
+)
 
 
 def test_committed_student_copies_are_up_to_date(tmp_path):

@@ -3,7 +3,7 @@
 Run on the shipped tiny model and on the full-size 124M GPT-2 architecture (``GPT2Config()`` defaults,
 random weights from a fixed seed, saved once to a cache folder outside the repository and reused).
 Writes ``benchmarks/results.md`` (tables), ``benchmarks/results.png`` (plot) and ``benchmarks/results.json``
-(the same numbers, which lessons 1, 2 and 5 show through ``course_utils.bench_results``). Not part of
+(the same numbers, also written to the package data file ``course_utils/data/bench_results.json`` that lessons 1, 2 and 5 show through ``course_utils.bench_table``). Not part of
 ``make test``; ``tests/test_bench.py`` runs it on the tiny model once to prove it works.
 
 What the memory columns mean: **peak RSS delta** is the highest resident set size of this process
@@ -22,7 +22,6 @@ import gc
 import json
 import os
 import platform
-import shutil
 import statistics
 import tempfile
 import time
@@ -30,44 +29,28 @@ import tracemalloc
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from peft.utils.hotswap import hotswap_adapter
+from transformers import AutoModelForCausalLM
+
+from ..adapter_format import WEIGHTS_FILE
+from ..assets import course_model
+from ..bench_table import RESULTS
+from ..lesson_setup import quiet_libraries
+from ..versions import installed_version
+from .full_size import GPT2_SEED, gpt2_random
+from .repo import REPO
+
 RANKS = (4, 8, 16, 64)
 TARGETS = {"c_attn": ["c_attn"], "c_attn+c_proj+c_fc": ["c_attn", "c_proj", "c_fc"]}
 REFERENCE = (16, "c_attn+c_proj+c_fc")  # the shipped adapters' configuration: used for the load/switch timings
 MODELS = ("tiny", "gpt2-124M")
-GPT2_SEED = 0
-OUT = Path(__file__).resolve().parents[1] / "benchmarks"
+OUT = REPO / "benchmarks"
 MIB = 1024 * 1024
 
 
-def cache_dir() -> Path:
-    """``$PEFT_COURSE_CACHE`` or ``$XDG_CACHE_HOME/peft-course`` (default ``~/.cache/peft-course``)."""
-    if os.environ.get("PEFT_COURSE_CACHE"):
-        return Path(os.environ["PEFT_COURSE_CACHE"]).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")).expanduser() / "peft-course"
-
-
-def gpt2_random(cache: Path | None = None) -> Path:
-    """Folder of a 124M-parameter GPT-2 (``GPT2Config()`` defaults, seeded random weights); built on first use."""
-    import torch
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    folder = (cache or cache_dir()) / "gpt2-random"
-    if (folder / "config.json").is_file() and (folder / "model.safetensors").is_file():
-        return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    print(f"bench: building the random 124M GPT-2 once into {folder}", flush=True)
-    torch.manual_seed(GPT2_SEED)
-    model = GPT2LMHeadModel(GPT2Config()).eval()
-    stage = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".gpt2-random-"))
-    model.save_pretrained(stage)
-    shutil.rmtree(folder, ignore_errors=True)
-    stage.rename(folder)  # complete or absent: an interrupted build is never reused
-    return folder
-
-
 def model_dir(name: str, cache: Path | None = None) -> Path:
-    from .paths import course_model
-
     if name == "tiny":
         return Path(course_model())
     if name == "gpt2-124M":
@@ -101,7 +84,7 @@ class Measure:
     seconds: list[float] = field(default_factory=list)
     peak_rss_bytes: int | None = None
     python_peak_bytes: int | None = None
-    key: str = ""  # short name the lessons ask for (course_utils.bench_results)
+    key: str = ""  # short name the lessons ask for (course_utils.bench_table)
 
     @property
     def median_ms(self) -> float:
@@ -146,27 +129,17 @@ class SizeRow:
 
 
 def _lora_config(rank: int, targets: str):
-    from peft import LoraConfig
-
     return LoraConfig(task_type="CAUSAL_LM", r=rank, lora_alpha=2 * rank, target_modules=TARGETS[targets],
                       lora_dropout=0.0, init_lora_weights=False)
 
 
 def _peft_model(folder: Path, rank: int, targets: str, seed: int = 0):
-    import torch
-    from peft import get_peft_model
-    from transformers import AutoModelForCausalLM
-
     base = AutoModelForCausalLM.from_pretrained(folder).eval()
     torch.manual_seed(seed)
     return get_peft_model(base, _lora_config(rank, targets)).eval()
 
 
 def bench_model(name: str, folder: Path, work: Path, repeats: int) -> tuple[list[SizeRow], list[Measure]]:
-    from peft import PeftModel
-    from peft.utils.hotswap import hotswap_adapter
-    from transformers import AutoModelForCausalLM
-
     def load_base():
         return AutoModelForCausalLM.from_pretrained(folder).eval()
 
@@ -187,7 +160,7 @@ def bench_model(name: str, folder: Path, work: Path, repeats: int) -> tuple[list
                 start = time.perf_counter()
                 model.save_pretrained(out)
                 times.append(time.perf_counter() - start)
-            sizes.append(SizeRow(name, targets, rank, params, (out / "adapter_model.safetensors").stat().st_size,
+            sizes.append(SizeRow(name, targets, rank, params, (out / WEIGHTS_FILE).stat().st_size,
                                  full_bytes, 1000 * statistics.median(times)))
             del model
 
@@ -232,8 +205,6 @@ def bench_model(name: str, folder: Path, work: Path, repeats: int) -> tuple[list
 
 
 def _forward(model) -> None:
-    import torch
-
     with torch.no_grad():
         model(input_ids=torch.tensor([[1, 2, 3, 4]]))
 
@@ -290,7 +261,6 @@ def write_markdown(sizes: list[SizeRow], measures: list[Measure], repeats: int, 
 
 def environment(repeats: int) -> dict:
     """What the numbers were measured with: versions, CPU, cores, repeats."""
-    from .versions import installed_version
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {"python": platform.python_version(), "machine": platform.machine(), "cores": cores, "repeats": repeats,
@@ -298,7 +268,7 @@ def environment(repeats: int) -> dict:
 
 
 def write_json(sizes: list[SizeRow], measures: list[Measure], repeats: int, path: Path) -> None:
-    """The tables as JSON, for ``course_utils.bench_results`` (what the lessons show)."""
+    """The tables as JSON, for ``course_utils.bench_table`` (what the lessons show)."""
     data = {
         "environment": environment(repeats),
         "reference_adapter": {"r": REFERENCE[0], "targets": REFERENCE[1]},
@@ -312,6 +282,7 @@ def write_json(sizes: list[SizeRow], measures: list[Measure], repeats: int, path
 
 
 def write_plot(sizes: list[SizeRow], measures: list[Measure], path: Path) -> None:
+    # Imported here: the Agg backend must be chosen before pyplot is imported, and only for this plot.
     import matplotlib
 
     matplotlib.use("Agg")
@@ -346,8 +317,6 @@ def write_plot(sizes: list[SizeRow], measures: list[Measure], path: Path) -> Non
 
 def run_bench(models=MODELS, repeats: int = 5, out: Path = OUT, cache: Path | None = None) -> Path:
     """Benchmark ``models``; write ``out/results.md``, ``.json`` and ``.png``; return the markdown path."""
-    from .notebook import quiet_libraries
-
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1 (got {repeats}).")
     quiet_libraries()
@@ -364,6 +333,8 @@ def run_bench(models=MODELS, repeats: int = 5, out: Path = OUT, cache: Path | No
     md = out / "results.md"
     write_markdown(sizes, measures, repeats, md)
     write_json(sizes, measures, repeats, out / "results.json")
+    if out == OUT:  # the lessons read the package's copy, so an installed course shows the same rows
+        RESULTS.write_bytes((out / "results.json").read_bytes())
     write_plot(sizes, measures, out / "results.png")
     print(md.read_text())
     print(f"bench: wrote {md}, results.json and results.png in {time.perf_counter() - start:.0f} s")

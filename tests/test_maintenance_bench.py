@@ -3,8 +3,8 @@ import re
 
 import pytest
 
-from course_utils import bench
-from course_utils.build_assets import MODEL_CONFIG
+from course_utils.maintenance import bench
+from course_utils.maintenance.build_assets import MODEL_CONFIG
 
 
 def _expected_lora_params(targets: list[str], rank: int) -> int:
@@ -18,7 +18,7 @@ def test_bench_tiny_writes_table_and_plot(tmp_path):
     text = md.read_text()
     png = tmp_path / "results.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    from course_utils.bench_results import bench_table
+    from course_utils.bench_table import bench_table
 
     table = bench_table(operations=["set_adapter"], sizes=[(8, "c_attn")], model="tiny", path=tmp_path / "results.json")
     assert "set_adapter (switch between two loaded)" in table and "r=8 c_attn" in table
@@ -46,11 +46,3 @@ def test_bench_rejects_bad_input(tmp_path, capsys):
         bench.run_bench(models=("tiny",), repeats=0, out=tmp_path)
     assert bench.main(["--models", "tiny", "--repeats", "0", "--out", str(tmp_path)]) == 1
     assert "repeats must be at least 1" in capsys.readouterr().out
-
-
-def test_cache_is_outside_the_repository(monkeypatch, tmp_path):
-    monkeypatch.delenv("PEFT_COURSE_CACHE", raising=False)
-    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    assert bench.cache_dir() == tmp_path / "peft-course"
-    monkeypatch.setenv("PEFT_COURSE_CACHE", str(tmp_path / "c"))
-    assert bench.cache_dir() == tmp_path / "c"

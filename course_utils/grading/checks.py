@@ -15,6 +15,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dict
+from peft.tuners.lora import LoraLayer
+from safetensors.torch import load_file
+
+from ..adapter_format import CONFIG_FILE, WEIGHTS_FILE
+from ..files import list_files, tensor_table
+from ..generation import complete
+from ..lesson_setup import quiet_libraries
+from ..messages import first_line
+from ..models import load_base_model, load_tokenizer
+from ..placement import device_name
+from ..roundtrip import compare_logits, logits_of, sample_batch
+from ..shipped import shipped_adapter
+from ..tasks import ner_prompt
+
 PASS = "✓"
 FAIL = "✗"
 # The sentence exercise 5 asks the learner to tag with the english_ner adapter.
@@ -79,14 +94,12 @@ def check(check_id: str, **kwargs) -> None:
         if kwargs[name] is None:
             raise CheckFailed(check_id, _none_message(name))
     try:
-        from .notebook import quiet_libraries
-
         quiet_libraries()
         detail = spec.func(**kwargs)
     except _Wrong as wrong:
         raise CheckFailed(check_id, str(wrong)) from None
     except Exception as exc:  # the learner's object broke the check: say so in one line
-        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        first = first_line(exc, 200)
         raise CheckFailed(check_id, f"could not use your answer: {type(exc).__name__}: {first}") from None
     print(f"{PASS} {check_id}: {detail} (+{spec.points} point{'s' if spec.points != 1 else ''})")
 
@@ -98,22 +111,16 @@ def _require(condition, message: str) -> None:
 
 
 def _peft_model(obj, name: str):
-    from peft import PeftModel
-
     _require(isinstance(obj, PeftModel), f"`{name}` is a {type(obj).__name__}, not a PeftModel "
                                          "(a base model with a LoRA adapter).")
     return obj
 
 
 def _tokenizer():
-    from .models import load_tokenizer
-
     return load_tokenizer()
 
 
 def _same_logits(reference, candidate, what: str, atol: float = 1e-5) -> str:
-    from .roundtrip import compare_logits
-
     result = compare_logits(reference, candidate, _tokenizer(), atol=atol)
     _require(result.ok, f"{what} gives different logits (max |difference| {result.max_abs_diff:.1e}, "
                         f"allowed {atol:g}): its weights are not the ones expected.")
@@ -122,8 +129,6 @@ def _same_logits(reference, candidate, what: str, atol: float = 1e-5) -> str:
 
 def _lora_leaf_names(model) -> dict[str, int]:
     """``{leaf module name: count}`` of the modules carrying LoRA layers."""
-    from peft.tuners.lora import LoraLayer
-
     counts: dict[str, int] = {}
     for name, module in model.named_modules():
         if isinstance(module, LoraLayer):
@@ -134,8 +139,6 @@ def _lora_leaf_names(model) -> dict[str, int]:
 
 def _adapter_effect(model) -> float:
     """How much the active adapter changes the logits (0 when its LoRA B matrices are zero)."""
-    from .roundtrip import logits_of, sample_batch
-
     batch = sample_batch(_tokenizer())
     with_adapter = logits_of(model, batch)
     with model.disable_adapter():
@@ -152,11 +155,9 @@ def _folder(path, name: str) -> Path:
 
 
 def _adapter_folder(folder: Path) -> None:
-    from .files import list_files
-
     files = list_files(folder)
     _require(files, f"{folder} is empty: nothing was saved there.")
-    if "adapter_config.json" not in files:
+    if CONFIG_FILE not in files:
         nested = sorted({f.split("/")[0] for f in files if f.endswith("/adapter_config.json")})
         if nested:
             raise _Wrong(f"the adapter sits in a subfolder ({', '.join(nested)}/), not at the folder's root: "
@@ -164,23 +165,17 @@ def _adapter_folder(folder: Path) -> None:
         if "config.json" in files:
             raise _Wrong("the folder holds a full model (config.json), not an adapter: save the PeftModel.")
         raise _Wrong(f"no adapter_config.json in the folder (it holds {', '.join(files)}).")
-    if "adapter_model.safetensors" not in files:
+    if WEIGHTS_FILE not in files:
         other = [f for f in files if f.startswith("adapter_model")]
         raise _Wrong(f"no adapter_model.safetensors in the folder (found {', '.join(other) or 'no weights'}): "
                      "save with the default safetensors format.")
 
 
 def _reload(folder: Path, **kwargs):
-    from peft import PeftModel
-
-    from .models import load_base_model
-
     return PeftModel.from_pretrained(load_base_model(), str(folder), **kwargs)
 
 
 def _shipped(name: str):
-    from .paths import shipped_adapter
-
     return _reload(shipped_adapter(name))
 
 
@@ -224,8 +219,6 @@ def _ex01_q2(folder, model) -> str:
 @_register("ex01_q3", 1, ("files", "folder"))
 def _ex01_q3(files, folder) -> str:
     """Lesson 1: the list of files save_pretrained wrote."""
-    from .files import list_files
-
     folder = _folder(folder, "folder")
     _require(not isinstance(files, (str, bytes)) and hasattr(files, "__iter__"),
              f"`files` should be a list of file names, not a {type(files).__name__}.")
@@ -243,13 +236,11 @@ def _ex01_q3(files, folder) -> str:
 @_register("ex01_q4", 1, ("n_tensors", "folder"))
 def _ex01_q4(n_tensors, folder) -> str:
     """Lesson 1: how many tensors the weights file holds, read from its header."""
-    from .files import tensor_table
-
     folder = _folder(folder, "folder")
     _adapter_folder(folder)
     _require(isinstance(n_tensors, int) and not isinstance(n_tensors, bool),
              f"`n_tensors` should be a whole number, not a {type(n_tensors).__name__}.")
-    actual = len(tensor_table(folder / "adapter_model.safetensors"))
+    actual = len(tensor_table(folder / WEIGHTS_FILE))
     _require(n_tensors == actual, f"{n_tensors} is too {'few' if n_tensors < actual else 'many'}: count the "
                                   "tensors in adapter_model.safetensors itself (its header lists them).")
     return f"{actual} tensors: one lora_A and one lora_B per adapted module"
@@ -313,16 +304,12 @@ def _ex03_q1(fixed, reference) -> str:
 @_register("ex03_q2", 2, ("config",))
 def _ex03_q2(config) -> str:
     """Lesson 3: a LoraConfig whose target_modules exist in GPT-2: the fused q/k/v projection of every layer."""
-    from peft import LoraConfig, get_peft_model
-
-    from .models import load_base_model
-
     _require(isinstance(config, LoraConfig), f"`config` is a {type(config).__name__}, not a LoraConfig.")
     base = load_base_model()
     try:
         model = get_peft_model(base, copy.deepcopy(config))
     except ValueError as exc:
-        first = (str(exc).strip().splitlines() or [""])[0][:160]
+        first = first_line(exc, 160)
         raise _Wrong(f"get_peft_model still fails with it: {type(exc).__name__}: {first}") from None
     leaves = _lora_leaf_names(model)
     _require(set(leaves) == {"c_attn"}, f"LoRA lands on {sorted(leaves)}: the attention's q/k/v projection is "
@@ -387,8 +374,6 @@ def _ex04_q2(fixed, reference) -> str:
 @_register("ex04_q3", 2, ("placed", "device"))
 def _ex04_q3(placed, device, reference) -> str:
     """Lesson 4: the whole model on the best device of this machine."""
-    from .doctor import device_name
-
     model = _peft_model(placed, "placed")
     best = device_name()
     _require(str(device) == best, f"device {str(device)!r} is not the best one here: ask course_utils, do not "
@@ -404,12 +389,7 @@ def _ex04_q3(placed, device, reference) -> str:
 
 # ------------------------------------------------------------------------------- exercise 5
 def _adapter_matches_shipped(model, name: str) -> None:
-    from peft import get_peft_model_state_dict
-    from safetensors.torch import load_file
-
-    from .paths import shipped_adapter
-
-    shipped = load_file(str(shipped_adapter(name) / "adapter_model.safetensors"))
+    shipped = load_file(str(shipped_adapter(name) / WEIGHTS_FILE))
     mine = get_peft_model_state_dict(model, adapter_name=name)
     _require(set(mine) == set(shipped), f"the adapter named {name!r} does not have the shipped {name} layers.")
     _require(all(bool((mine[k].detach().cpu().float() == shipped[k].float()).all()) for k in shipped),
@@ -430,9 +410,6 @@ def _ex05_q1(model) -> str:
 @_register("ex05_q2", 2, ("ner_output", "model"))
 def _ex05_q2(ner_output, model) -> str:
     """Lesson 5: the NER adapter switched on, and its greedy output on NER_SENTENCE."""
-    from .generation import complete
-    from .tasks import ner_prompt
-
     model = _peft_model(model, "model")
     _require(model.active_adapter == "english_ner", f"the active adapter is {model.active_adapter!r}, "
                                                     "not english_ner.")
@@ -450,7 +427,7 @@ def _ex05_q3(saved_root) -> str:
     root = _folder(saved_root, "saved_root")
     for name in ("spanish_sentiment", "english_ner"):
         sub = root / name
-        _require((sub / "adapter_config.json").is_file(),
+        _require((sub / CONFIG_FILE).is_file(),
                  f"no {name}/adapter_config.json under the folder: save both adapters in one folder.")
         _adapter_folder(sub)
         _same_logits(_shipped(name), _reload(sub), f"the {name} adapter reloaded from {name}/")

@@ -8,7 +8,13 @@ import pytest
 import torch
 
 from course_utils import load_base_model, shipped_adapter
-from course_utils.exercise_checks import CHECKS, NER_SENTENCE, CheckFailed, check, stub_message
+from course_utils.grading.checks import (
+    CHECKS,
+    NER_SENTENCE,
+    CheckFailed,
+    check,
+    stub_message,
+)
 
 
 def fails(check_id: str, pattern: str, **kwargs) -> str:
@@ -52,7 +58,12 @@ def saved(tmp_path_factory):
 def test_registry_matches_the_solution_notebooks():
     import nbformat
 
-    from course_utils.exercise_build import check_id_of, is_check, nbgrader_meta, solution_paths
+    from course_utils.grading.student_copies import (
+        check_id_of,
+        is_check,
+        nbgrader_meta,
+        solution_paths,
+    )
 
     found = {}
     for path in solution_paths():

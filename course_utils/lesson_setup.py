@@ -9,6 +9,11 @@ import os
 import random
 import warnings
 
+import huggingface_hub.utils as hub_utils
+import numpy as np
+import torch
+import transformers
+
 # Messages the pinned stack prints that teach nothing and would make stored outputs noisy.
 NOISY_WARNINGS = (
     r".*fan_in_fan_out is set to False.*",
@@ -24,9 +29,6 @@ def quiet_libraries() -> None:
     """Turn off transformers', peft's and huggingface_hub's progress bars and known-noisy warnings."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    import huggingface_hub.utils as hub_utils
-    import transformers
-
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     hub_utils.disable_progress_bars()
@@ -38,9 +40,6 @@ def quiet_libraries() -> None:
 
 def seed_everything(seed: int = 0) -> None:
     """Seed Python, NumPy and torch, and ask torch for deterministic kernels."""
-    import numpy as np
-    import torch
-
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)

@@ -1,0 +1,41 @@
+"""Where the course's shipped assets live, which model the course runs on, and its cache folder.
+
+Defined in lesson 1 (``course_model()``); every lesson reaches it through ``load_base_model``.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+SHIPPED_MODEL = ASSETS / "tiny-gpt2"
+SHIPPED_ADAPTERS = ASSETS / "adapters"
+ADAPTER_NAMES = ("spanish_sentiment", "english_ner")
+COURSE_MODEL_ENV = "COURSE_MODEL"
+
+
+def course_model() -> str:
+    """The model the course runs on: ``$COURSE_MODEL`` if set (a Hub id or a local folder), else the shipped one."""
+    override = os.environ.get(COURSE_MODEL_ENV, "").strip()
+    return override or str(SHIPPED_MODEL)
+
+
+def is_shipped_model(model: str) -> bool:
+    """True when ``model`` (a folder or a Hub id) is the shipped tiny model."""
+    try:
+        return Path(model).expanduser().resolve() == SHIPPED_MODEL.resolve()
+    except OSError:
+        return False
+
+
+def cache_dir() -> Path:
+    """``$PEFT_COURSE_CACHE`` or ``$XDG_CACHE_HOME/peft-course`` (default ``~/.cache/peft-course``)."""
+    if os.environ.get("PEFT_COURSE_CACHE"):
+        return Path(os.environ["PEFT_COURSE_CACHE"]).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")).expanduser() / "peft-course"
+
+
+# The LoRA configuration of the shipped adapters (``make assets`` trains them with it; stand-ins reuse it).
+SHIPPED_LORA = dict(r=16, lora_alpha=32, target_modules=["c_attn", "c_proj", "c_fc"], lora_dropout=0.0)
+# The shipped adapters record this in base_model_name_or_path; load them onto course_model().
+SHIPPED_BASE_ID = "course-tiny-gpt2"
