@@ -2,54 +2,51 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from pathlib import Path
 
-# Each command imports its module when it runs: `diagnose` without --base and `--help` stay free of
-# torch and peft (about 4-5 s to import), and no command pays for another's dependencies.
+
+def _load(module: str):
+    """Import a command's module when the command runs: ``--help`` and ``diagnose`` without ``--base`` stay
+    free of torch and peft (4-5 s to import), and no command pays for another's dependencies."""
+    return importlib.import_module(module, __package__)
 
 
 def _doctor(args) -> int:
-    from .doctor import run_doctor
-
+    run_doctor = _load(".doctor").run_doctor
     return run_doctor(verbose=not args.quiet)
 
 
 def _build_assets(args) -> int:
-    from .lesson_setup import quiet_libraries
-    from .maintenance.build_assets import build_assets
-
+    quiet_libraries = _load(".lesson_setup").quiet_libraries
+    build_assets = _load(".maintenance.build_assets").build_assets
     quiet_libraries()
     report = build_assets(Path(args.dest)) if args.dest else build_assets()
     return 0 if all(v >= 0.9 for k, v in report.items() if k.endswith("accuracy")) else 1
 
 
 def _execute(args) -> int:
-    from .maintenance.execute import execute_many
-
+    execute_many = _load(".maintenance.execute").execute_many
     return execute_many(args.notebooks)
 
 
 def _grade(args) -> int:
-    from .grading.grader import run_grade
-
+    run_grade = _load(".grading.grader").run_grade
     return run_grade(args.paths, as_json=args.json, csv_path=args.csv, solutions=args.solutions,
                      cell_timeout=args.cell_timeout, total_timeout=args.total_timeout,
                      locked_timeout=args.locked_timeout)
 
 
 def _exercises(args) -> int:
-    from .grading.student_copies import run_build
-
+    run_build = _load(".grading.student_copies").run_build
     return run_build(check_only=args.check)
 
 
 def _diagnose(args) -> int:
-    from .diagnosis import diagnose
-
+    diagnose = _load(".diagnosis").diagnose
     if args.base is not None:
-        from .lesson_setup import quiet_libraries
-
+        quiet_libraries = _load(".lesson_setup").quiet_libraries
         quiet_libraries()
     report = diagnose(args.path, base_model=args.base)
     print(report)

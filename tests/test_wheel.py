@@ -1,0 +1,63 @@
+"""The package stands alone: a wheel built from the repository, installed into a fresh folder and used from
+another directory, runs the doctor and the lesson helpers (the benchmark table included) without the checkout."""
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    """(folder the wheel was installed into, a working directory far from the checkout)."""
+    base = tmp_path_factory.mktemp("wheel")
+    dist, target, elsewhere = base / "dist", base / "site", base / "elsewhere"
+    elsewhere.mkdir()
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--wheel-dir", str(dist), str(ROOT)], check=True, capture_output=True)
+    wheel = next(dist.glob("peft_adapter_course-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "course_utils/data/bench_results.json" in names
+    assert any(n.startswith("course_utils/assets/tiny-gpt2/") for n in names)
+    assert "course_utils/grading/grader.py" in names and "course_utils/maintenance/bench.py" in names
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target),
+                    str(wheel)], check=True, capture_output=True)
+    return target, elsewhere
+
+
+def _run(installed, code: list[str]):
+    target, elsewhere = installed
+    env = {**os.environ, "PYTHONPATH": str(target), "HF_HUB_OFFLINE": "1"}
+    env.pop("COURSE_MODEL", None)
+    return subprocess.run([sys.executable, *code], cwd=elsewhere, env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_the_installed_copy_is_the_one_used(installed):
+    run = _run(installed, ["-c", "import course_utils; print(course_utils.__file__)"])
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip().startswith(str(installed[0])), run.stdout
+
+
+def test_doctor_runs_from_the_wheel(installed):
+    run = _run(installed, ["-m", "course_utils", "doctor", "--quiet"])
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert str(ROOT) not in run.stdout
+
+
+def test_lesson_helpers_run_from_the_wheel(installed):
+    code = """
+from course_utils import bench_table, compare_logits, list_files, load_base_model, load_tokenizer, shipped_adapter
+print(bench_table(operations=["set_adapter"], sizes=[(8, "c_attn")]))
+tok, base = load_tokenizer(), load_base_model()
+print(sorted(list_files(shipped_adapter("english_ner"))))
+print(compare_logits(base, load_base_model(), tok))
+"""
+    run = _run(installed, ["-c", code])
+    assert run.returncode == 0, run.stderr
+    assert "set_adapter" in run.stdout and "r=8 c_attn" in run.stdout
+    assert "adapter_model.safetensors" in run.stdout
