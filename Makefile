@@ -56,10 +56,12 @@ doctor: setup
 assets: setup
 	$(PY) -m course_utils build-assets
 
-# The lessons that show the benchmark's rows are re-executed, so their stored outputs match the new results.
+# The lessons that show the benchmark's rows are re-executed, so their stored outputs match the new results;
+# then `make check-notebooks` is timed against its floor (benchmarks/floor_ratios.md).
 bench: setup
 	$(PY) -m course_utils.maintenance.bench
 	$(PY) -m course_utils execute $$(grep -l 'bench_table(' notebooks/*.ipynb)
+	$(PY) -m course_utils.maintenance.floor_ratios
 
 clean:
 	rm -rf $(VENV) .pytest_cache test-output
