@@ -1,9 +1,9 @@
-"""course_utils.bench_table: the make-bench rows the lessons show (read from the package data file course_utils/data/bench_results.json)."""
+"""course_utils.bench_table: the make-bench rows the lessons show (package data: course_utils/data/bench_results.json)."""
 import json
 
 import pytest
 
-from course_utils.bench_table import RESULTS, bench_table, load_results
+from course_utils.bench_table import bench_table, load_results
 from course_utils.maintenance import bench
 
 LESSON_KEYS = ["save_full", "save_adapter", "load_full", "load_full_forward", "peft_from_pretrained",

@@ -33,7 +33,7 @@ def test_bench_tiny_writes_table_and_plot(tmp_path):
         assert int(full_bytes.replace(",", "")) == full
     for op in ("save full model", "load full model", "PeftModel.from_pretrained", "PeftModel.load_adapter",
                "hotswap_adapter", "set_adapter"):
-        line = next(l for l in text.splitlines() if l.startswith("| tiny | " + op))
+        line = next(row for row in text.splitlines() if row.startswith("| tiny | " + op))
         cells = [c.strip() for c in line.strip("|").split("|")]
         assert float(cells[2]) > 0  # a measured median, whatever its value
         assert cells[4] == "n/a" or float(cells[4]) >= 0

@@ -3,7 +3,8 @@
 Run on the shipped tiny model and on the full-size 124M GPT-2 architecture (``GPT2Config()`` defaults,
 random weights from a fixed seed, saved once to a cache folder outside the repository and reused).
 Writes ``benchmarks/results.md`` (tables), ``benchmarks/results.png`` (plot) and ``benchmarks/results.json``
-(the same numbers, also written to the package data file ``course_utils/data/bench_results.json`` that lessons 1, 2 and 5 show through ``course_utils.bench_table``). Not part of
+(the same numbers, also copied to the package data file ``course_utils/data/bench_results.json``, from which
+lessons 1, 2 and 5 show rows through ``course_utils.bench_table``). Not part of
 ``make test``; ``tests/test_bench.py`` runs it on the tiny model once to prove it works.
 
 What the memory columns mean: **peak RSS delta** is the highest resident set size of this process
