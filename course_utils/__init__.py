@@ -26,13 +26,13 @@ if TYPE_CHECKING:
     from .generation import complete, task_accuracy
     from .lesson_setup import setup_notebook
     from .models import load_base_model, load_tokenizer
-    from .modules import linear_module_names
     from .placement import assert_single_device, device_name, placement_report
     from .quizzes import Quiz, quiz
     from .roundtrip import compare_logits, sample_batch
     from .safe_ops import load_bin_adapter_weights, merge_to_folder, safe_save
     from .shipped import shipped_adapter
     from .storage import adapter_bytes, full_model_bytes, rank_explorer
+    from .target_modules import linear_module_names
     from .training import train_demo_adapter
     from .versions import check_versions, versions_summary
     from .widgets import adapter_playground, playground_reply
@@ -64,7 +64,7 @@ _EXPORTS = {
     "tensor_table": "files",
     "diagnose": "diagnosis",
     "Diagnosis": "diagnosis",
-    "linear_module_names": "modules",
+    "linear_module_names": "target_modules",
     "expect_error": "expected_errors",
     "describe_error": "expected_errors",
     "safe_save": "safe_ops",

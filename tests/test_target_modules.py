@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from course_utils.modules import linear_module_names
+from course_utils.target_modules import linear_module_names
 
 
 def test_shipped_model_lists_gpt2_layers(base_model):

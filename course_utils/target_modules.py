@@ -18,6 +18,7 @@ def _tuner_layer_class():
     """peft's ``BaseTunerLayer`` if peft is already imported (a model can hold LoRA layers only then), else None."""
     if "peft" not in sys.modules:
         return None
+    # Imported only when peft already is: importing it here would cost seconds for a model without adapters.
     from peft.tuners.tuners_utils import BaseTunerLayer
 
     return BaseTunerLayer
