@@ -1,6 +1,7 @@
 """The package stands alone: a wheel built from the repository, installed into a fresh folder and used from
 another directory, runs the doctor and the lesson helpers (the benchmark table included) without the checkout."""
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -15,10 +16,16 @@ ROOT = Path(__file__).resolve().parents[1]
 def installed(tmp_path_factory):
     """(folder the wheel was installed into, a working directory far from the checkout)."""
     base = tmp_path_factory.mktemp("wheel")
-    dist, target, elsewhere = base / "dist", base / "site", base / "elsewhere"
+    dist, target, elsewhere, source = base / "dist", base / "site", base / "elsewhere", base / "source"
     elsewhere.mkdir()
+    # Build from a copy of the tracked files: the build writes build/ and *.egg-info into its source tree.
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, check=True, capture_output=True).stdout
+    for rel in filter(None, tracked.decode().split("\0")):
+        if (ROOT / rel).is_file():
+            (source / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / rel, source / rel)
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--wheel-dir", str(dist), str(ROOT)], check=True, capture_output=True)
+                    "--wheel-dir", str(dist), str(source)], check=True, capture_output=True)
     wheel = next(dist.glob("peft_adapter_course-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     assert "course_utils/data/bench_results.json" in names
