@@ -42,7 +42,7 @@ def is_check(cell) -> bool:
 
 
 def assigned_names(code: str) -> list[str]:
-    """Names a piece of code assigns at its top level, in order (``a = ...``, ``a: T = ...``, ``for a in``)."""
+    """Names a piece of code assigns or defines at its top level, in order (``a = ...``, ``a: T = ...``, ``def a``)."""
     names: list[str] = []
 
     def add(target):
@@ -58,6 +58,8 @@ def assigned_names(code: str) -> list[str]:
                 add(t)
         elif isinstance(node, (ast.AnnAssign, ast.AugAssign)):
             add(node.target)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name not in names:
+            names.append(node.name)  # a function the learner writes: its stub is `name = None` too
     return names
 
 
