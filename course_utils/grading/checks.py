@@ -267,6 +267,8 @@ def teammate_update(folder) -> None:
     Which tensors, and the notes file's name, are random: they can only be found by reading the folder.
     """
     folder = Path(folder)
+    for old in folder.glob("notes_*.txt"):  # a rerun replaces the notes of the run before
+        old.unlink()
     (folder / f"notes_{secrets.token_hex(3)}.txt").write_text("retrained some layers\n", encoding="utf-8")
     weights = folder / WEIGHTS_FILE
     state = load_file(str(weights))
@@ -404,7 +406,7 @@ def _ex02_q2(multi, folder, given, reference) -> str:
     """Lesson 2: the adapter loaded into the given PeftModel under the name 'reloaded', and active."""
     folder = _folder(folder, "folder")
     multi = _peft_model(multi, "multi")
-    _require(multi is given, "`multi` is a new model: load the adapter into the `multi` the given cell built.")
+    _require(multi is given, "`multi` is a new model: load the adapter into `given_multi`, the model the given cell built.")
     names = sorted(multi.peft_config)
     _require("reloaded" in names, f"`multi` has no adapter named 'reloaded' (it has {names}).")
     _require(_holds_file(multi, "reloaded", folder / WEIGHTS_FILE),
