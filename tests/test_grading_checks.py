@@ -654,3 +654,8 @@ def test_ex05_q4(capsys, tok):
     fails("ex05_q4", "has 2 rows", mixed=mixed[:2], single=single)
     fails("ex05_q4", "should be a list of 3 texts", mixed=" ".join(mixed), single=single)
     fails("ex05_q4", "should hold the generated texts", mixed=mixed, single=[AlwaysEqual()] * 3)
+
+
+def test_teammate_update_waits_for_the_saved_folder(tmp_path):
+    assert teammate_update(None) is False and teammate_update(tmp_path) is False
+    assert list(tmp_path.iterdir()) == []

@@ -261,11 +261,15 @@ def _loaded_from(model, folder: Path, reference, name: str) -> str:
 
 
 # ------------------------------------------------------------------ given material of the exercises
-def teammate_update(folder) -> None:
+def teammate_update(folder) -> bool:
     """Exercise 1: a teammate's tool adds a notes file of its own and overwrites some of the tensors in ``folder``.
 
     Which tensors, and the notes file's name, are random: they can only be found by reading the folder.
+    Returns False, changing nothing and printing nothing, while Q2 is unanswered (``folder`` None or unsaved):
+    the untouched student copy then runs on to its checks, which say what is missing.
     """
+    if not isinstance(folder, (str, PurePath)) or not (Path(folder) / WEIGHTS_FILE).is_file():
+        return False
     folder = Path(folder)
     for old in folder.glob("notes_*.txt"):  # a rerun replaces the notes of the run before
         old.unlink()
@@ -278,6 +282,7 @@ def teammate_update(folder) -> None:
         state[key] = state[key] + 0.01 * torch.randn(state[key].shape, generator=torch.Generator().manual_seed(
             rng.randint(0, 2**31)))
     save_file(state, str(weights), metadata={"format": "pt"})
+    return True
 
 
 def _colleague(seed: int, adapter_name: str = "default", targets=("c_attn",)) -> PeftModel:
