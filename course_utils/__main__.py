@@ -39,8 +39,13 @@ def _grade(args) -> int:
 
 
 def _exercises(args) -> int:
-    run_build = _load(".grading.student_copies").run_build
-    return run_build(check_only=args.check)
+    copies = _load(".grading.student_copies")
+    if args.action == "release":
+        if not args.dest:
+            print("exercises release needs the folder to write the handout into: exercises release DIR")
+            return 2
+        return copies.run_release(args.dest)
+    return copies.run_build(check_only=args.check)
 
 
 def _diagnose(args) -> int:
@@ -75,8 +80,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="seconds for one given or check cell (default 120)")
     p.add_argument("--total-timeout", type=float, default=600, help="seconds per submission (default 600)")
     p.set_defaults(func=_grade)
-    p = sub.add_parser("exercises", help="exercise tools: `exercises build` writes the student copies")
-    p.add_argument("action", choices=["build"])
+    p = sub.add_parser("exercises", help="`exercises build` writes the student copies; `exercises release DIR` "
+                                         "writes the learners' handout (no solutions, no outputs)")
+    p.add_argument("action", choices=["build", "release"])
+    p.add_argument("dest", nargs="?", metavar="DIR", help="release: the new folder to write the handout into")
     p.add_argument("--check", action="store_true", help="only report stale student copies (exit 1 if any)")
     p.set_defaults(func=_exercises)
     p = sub.add_parser("diagnose", help="find what is wrong with a saved adapter folder (one line per problem)")

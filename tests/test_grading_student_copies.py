@@ -12,8 +12,10 @@ from course_utils.grading.student_copies import (
     SOLUTIONS,
     assigned_names,
     build,
+    handout_copy,
     is_answer,
     is_check,
+    release,
     render,
     solution_paths,
     strip_solutions,
@@ -44,6 +46,7 @@ def test_stub_sets_each_answer_name_to_none():
     assert "model = None\ntok = None\nfolder = None" in out and "make()" not in out
     assert out.startswith("x = 1\n# YOUR CODE HERE") and out.endswith("print(x)")
     assert assigned_names("a: int = 1\nb += 2\nfor c in d: pass") == ["a", "b"]
+    assert assigned_names("def place(m):\n    return m\nplaced, device = place(x)") == ["place", "placed", "device"]
 
 
 def test_region_without_assignment_raises_not_implemented():
@@ -86,3 +89,29 @@ def test_solutions_have_nbgrader_metadata_and_stored_passes():
                 assert meta.locked and meta.points > 0
                 text = "".join(o.get("text", "") for o in cell.outputs)
                 assert text.startswith(f"✓ {meta.grade_id}: "), (path.name, meta.grade_id)
+
+
+def test_release_writes_the_handout_without_solutions_or_outputs(tmp_path):
+    dest = tmp_path / "handout"
+    written = release(dest)
+    assert sorted(p.name for p in dest.iterdir()) == sorted([p.name for p in solution_paths()] + ["README.md"])
+    assert written == [dest / p.name for p in solution_paths()]
+    for path in solution_paths():
+        solution = nbformat.read(path, as_version=4)
+        handed = nbformat.read(dest / path.name, as_version=4)
+        nbformat.validate(handed)
+        answers = {c.metadata.nbgrader.grade_id: c.source for c in solution.cells if is_answer(c)}
+        for cell in handed.cells:
+            assert BEGIN not in cell.source and END not in cell.source
+            if cell.cell_type == "code":
+                assert cell.outputs == [] and cell.execution_count is None
+            if is_answer(cell):
+                assert cell.source != answers[cell.metadata.nbgrader.grade_id] and "# YOUR CODE HERE" in cell.source
+        assert render(handed) == render(handout_copy(solution))
+
+
+def test_release_refuses_a_folder_in_use(tmp_path):
+    (tmp_path / "mine.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="not empty"):
+        release(tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["mine.txt"]

@@ -6,6 +6,9 @@ each answer region with a stub that sets the answer's names to None, and stores 
 of the copy gives: the given cells' outputs (copied from the solution), nothing for the answer cells, and
 for each check cell (tagged ``raises-exception``) the ✗ error its unanswered check raises. Strict nbval
 then proves that the solutions pass and the stubs do not. Used by the exercises of lessons 1-5.
+
+``python -m course_utils exercises release DIR`` writes the handout instead: the same copies with no stored
+outputs at all (a learner sees no ✗ line before running anything), a README, and no solution.
 """
 from __future__ import annotations
 
@@ -18,7 +21,9 @@ from pathlib import Path
 
 import nbformat
 
+from ..folders import staged_folder
 from ..maintenance.repo import EXERCISES, SOLUTIONS
+from ..messages import one_line
 from .checks import CHECKS, stub_message
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
@@ -42,7 +47,7 @@ def is_check(cell) -> bool:
 
 
 def assigned_names(code: str) -> list[str]:
-    """Names a piece of code assigns at its top level, in order (``a = ...``, ``a: T = ...``, ``for a in``)."""
+    """Names a piece of code assigns or defines at its top level, in order (``a = ...``, ``a: T = ...``, ``def a``)."""
     names: list[str] = []
 
     def add(target):
@@ -58,6 +63,8 @@ def assigned_names(code: str) -> list[str]:
                 add(t)
         elif isinstance(node, (ast.AnnAssign, ast.AugAssign)):
             add(node.target)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name not in names:
+            names.append(node.name)  # a function the learner writes: its stub is `name = None` too
     return names
 
 
@@ -163,4 +170,52 @@ def run_build(check_only: bool = False) -> int:
         print(f"{n} solution notebooks, {len(changed)} stale student copies ({took:.1f} s)")
         return 1 if changed else 0
     print(f"{n} solution notebooks -> {len(changed)} student copies rewritten ({took:.1f} s)")
+    return 0
+
+
+def handout_copy(solution) -> nbformat.NotebookNode:
+    """The student copy as handed out: no stored outputs at all (no ✗ lines before the learner runs anything)."""
+    nb = student_copy(solution)
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs = []
+            cell.execution_count = None
+    return nb
+
+
+HANDOUT_README = """# Exercises
+
+One notebook per lesson of the course. Open one in Jupyter (kernel "peft-course", with `course_utils`
+installed), write each answer where a cell says `# YOUR CODE HERE` (replace the `None`s), run it, then run
+the check cell under it: ✓ means the question is done, ✗ says what is still wrong. Files the exercises
+save go to `saved/` next to the notebooks. Hand in the `.ipynb` files.
+"""
+
+
+def release(dest: Path, solutions: Path = SOLUTIONS) -> list[Path]:
+    """Write the handout into ``dest``: the student copies without outputs and a README; never a solution.
+
+    ``dest`` must not exist yet, or be empty: the handout is written to a staging folder and renamed into place.
+    """
+    dest = Path(dest)
+    written = []
+    with staged_folder(dest) as stage:
+        for path in solution_paths(solutions):
+            copy_nb = handout_copy(nbformat.read(path, as_version=4))
+            if any(BEGIN in c.source or END in c.source for c in copy_nb.cells):
+                raise ValueError(f"{path.name}: a solution region survived the stubbing")
+            (Path(stage) / path.name).write_text(render(copy_nb), encoding="utf-8")
+            written.append(dest / path.name)
+        (Path(stage) / "README.md").write_text(HANDOUT_README, encoding="utf-8")
+    return written
+
+
+def run_release(dest: str) -> int:
+    """CLI entry: ``python -m course_utils exercises release DIR``."""
+    try:
+        written = release(Path(dest))
+    except (ValueError, OSError, nbformat.ValidationError) as exc:
+        print(f"exercises release failed: {one_line(exc)}")
+        return 1
+    print(f"{len(written)} exercise notebooks (no solutions, no outputs) and README.md written to {dest}")
     return 0
