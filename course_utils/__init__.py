@@ -24,15 +24,16 @@ if TYPE_CHECKING:
     from .expected_errors import describe_error, expect_error
     from .files import list_files, tensor_table
     from .generation import complete, task_accuracy
+    from .tasks import ner_prompt, sentiment_prompt
     from .lesson_setup import setup_notebook
     from .models import load_base_model, load_tokenizer
     from .modules import linear_module_names
     from .placement import assert_single_device, device_name, placement_report
     from .quizzes import Quiz, quiz
-    from .roundtrip import compare_logits, sample_batch
+    from .roundtrip import LogitCheck, compare_logits, logits_of, sample_batch
     from .safe_ops import load_bin_adapter_weights, merge_to_folder, safe_save
     from .shipped import shipped_adapter
-    from .storage import adapter_bytes, full_model_bytes, rank_explorer
+    from .storage import adapter_bytes, full_model_bytes, lora_parameter_count, rank_explorer
     from .training import train_demo_adapter
     from .versions import check_versions, versions_summary
     from .widgets import adapter_playground, playground_reply
@@ -52,6 +53,8 @@ _EXPORTS = {
     "check_versions": "versions",
     "compare_logits": "roundtrip",
     "sample_batch": "roundtrip",
+    "logits_of": "roundtrip",
+    "LogitCheck": "roundtrip",
     "quiz": "quizzes",
     "Quiz": "quizzes",
     "placement_report": "placement",
@@ -77,6 +80,9 @@ _EXPORTS = {
     "lesson1_adapter": "artifacts",
     "lesson1_model": "artifacts",
     "bench_table": "bench_table",
+    "lora_parameter_count": "storage",
+    "ner_prompt": "tasks",
+    "sentiment_prompt": "tasks",
 }
 
 __all__ = [
@@ -112,6 +118,11 @@ __all__ = [
     "read_safetensors_header",
     "safe_save",
     "sample_batch",
+    "logits_of",
+    "LogitCheck",
+    "lora_parameter_count",
+    "ner_prompt",
+    "sentiment_prompt",
     "setup_notebook",
     "shipped_adapter",
     "task_accuracy",
