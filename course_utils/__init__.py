@@ -24,7 +24,6 @@ if TYPE_CHECKING:
     from .expected_errors import describe_error, expect_error
     from .files import list_files, tensor_table
     from .generation import complete, task_accuracy
-    from .tasks import ner_prompt, sentiment_prompt
     from .lesson_setup import setup_notebook
     from .models import load_base_model, load_tokenizer
     from .modules import linear_module_names
@@ -33,7 +32,13 @@ if TYPE_CHECKING:
     from .roundtrip import LogitCheck, compare_logits, logits_of, sample_batch
     from .safe_ops import load_bin_adapter_weights, merge_to_folder, safe_save
     from .shipped import shipped_adapter
-    from .storage import adapter_bytes, full_model_bytes, lora_parameter_count, rank_explorer
+    from .storage import (
+        adapter_bytes,
+        full_model_bytes,
+        lora_parameter_count,
+        rank_explorer,
+    )
+    from .tasks import ner_prompt, sentiment_prompt
     from .training import train_demo_adapter
     from .versions import check_versions, versions_summary
     from .widgets import adapter_playground, playground_reply
@@ -87,9 +92,10 @@ _EXPORTS = {
 
 __all__ = [
     "ADAPTER_NAMES",
-    "Diagnosis",
-    "Quiz",
     "SHIPPED_MODEL",
+    "Diagnosis",
+    "LogitCheck",
+    "Quiz",
     "adapter_bytes",
     "adapter_playground",
     "assert_single_device",
@@ -110,7 +116,10 @@ __all__ = [
     "load_base_model",
     "load_bin_adapter_weights",
     "load_tokenizer",
+    "logits_of",
+    "lora_parameter_count",
     "merge_to_folder",
+    "ner_prompt",
     "placement_report",
     "playground_reply",
     "quiz",
@@ -118,10 +127,6 @@ __all__ = [
     "read_safetensors_header",
     "safe_save",
     "sample_batch",
-    "logits_of",
-    "LogitCheck",
-    "lora_parameter_count",
-    "ner_prompt",
     "sentiment_prompt",
     "setup_notebook",
     "shipped_adapter",

@@ -16,7 +16,6 @@ import numpy as np
 import torch
 import transformers
 
-
 # Messages the pinned stack prints that the command-line tools (doctor, grader, bench) do not need to show.
 # Lessons do not use this list: they show these messages where they arise.
 NOISY_WARNINGS = (

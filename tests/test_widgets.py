@@ -49,7 +49,7 @@ def test_panel_callback_updates_output(two_adapters, tokenizer):
 
 
 def test_panel_escapes_text_and_shows_errors(two_adapters, tokenizer, monkeypatch):
-    import course_utils.widgets as widgets
+    from course_utils import widgets
 
     panel = adapter_playground(two_adapters, tokenizer)
     c = panel.controls
@@ -96,7 +96,7 @@ def test_the_panel_leaves_the_tokenizer_alone(two_adapters, tokenizer):
 
 
 def test_an_empty_answer_is_explained(two_adapters, tokenizer, monkeypatch):
-    import course_utils.widgets as widgets
+    from course_utils import widgets
 
     monkeypatch.setattr(widgets, "complete", lambda *a, **k: ["\n"])
     assert playground_reply(two_adapters, tokenizer, REVIEW, BASE, "plain text") == EMPTY_REPLY
