@@ -28,11 +28,17 @@ if TYPE_CHECKING:
     from .models import load_base_model, load_tokenizer
     from .placement import assert_single_device, device_name, placement_report
     from .quizzes import Quiz, quiz
-    from .roundtrip import compare_logits, sample_batch
+    from .roundtrip import LogitCheck, compare_logits, logits_of, sample_batch
     from .safe_ops import load_bin_adapter_weights, merge_to_folder, safe_save
     from .shipped import shipped_adapter
-    from .storage import adapter_bytes, full_model_bytes, rank_explorer
+    from .storage import (
+        adapter_bytes,
+        full_model_bytes,
+        lora_parameter_count,
+        rank_explorer,
+    )
     from .target_modules import linear_module_names
+    from .tasks import ner_prompt, sentiment_prompt
     from .training import train_demo_adapter
     from .versions import check_versions, versions_summary
     from .widgets import adapter_playground, playground_reply
@@ -52,6 +58,8 @@ _EXPORTS = {
     "check_versions": "versions",
     "compare_logits": "roundtrip",
     "sample_batch": "roundtrip",
+    "logits_of": "roundtrip",
+    "LogitCheck": "roundtrip",
     "quiz": "quizzes",
     "Quiz": "quizzes",
     "placement_report": "placement",
@@ -77,13 +85,17 @@ _EXPORTS = {
     "lesson1_adapter": "artifacts",
     "lesson1_model": "artifacts",
     "bench_table": "bench_table",
+    "lora_parameter_count": "storage",
+    "ner_prompt": "tasks",
+    "sentiment_prompt": "tasks",
 }
 
 __all__ = [
     "ADAPTER_NAMES",
-    "Diagnosis",
-    "Quiz",
     "SHIPPED_MODEL",
+    "Diagnosis",
+    "LogitCheck",
+    "Quiz",
     "adapter_bytes",
     "adapter_playground",
     "assert_single_device",
@@ -104,7 +116,10 @@ __all__ = [
     "load_base_model",
     "load_bin_adapter_weights",
     "load_tokenizer",
+    "logits_of",
+    "lora_parameter_count",
     "merge_to_folder",
+    "ner_prompt",
     "placement_report",
     "playground_reply",
     "quiz",
@@ -112,6 +127,7 @@ __all__ = [
     "read_safetensors_header",
     "safe_save",
     "sample_batch",
+    "sentiment_prompt",
     "setup_notebook",
     "shipped_adapter",
     "task_accuracy",

@@ -23,6 +23,8 @@ LESSON1_SEED = 0
 LESSON1_STEPS = 10
 LESSON1_FOLDER = "saved/01_adapter"
 MESSAGE = "Adapter from lesson 1 (01_save_adapter.ipynb): {folder}"
+REBUILT = ("{folder} was missing or incomplete (lesson 1 not run yet?): rebuilt it with lesson 1's recipe, "
+           "the same seeded training, so it holds the same adapter.")
 
 
 def lesson1_model(progress: bool = False):
@@ -71,13 +73,15 @@ def lesson1_adapter(folder: str | Path = LESSON1_FOLDER, wait_s: float = 3.0) ->
 
     The rebuild is written to a temporary folder and moved into place, so a reader never sees half a
     folder. A folder that exists but is incomplete gets ``wait_s`` seconds to be finished (lesson 1 may
-    be writing it right now) before it is replaced. Prints the same line either way.
+    be writing it right now) before it is replaced. Prints where the adapter is, and says so when it
+    had to rebuild it.
     """
     folder = Path(folder)
     deadline = time.monotonic() + (wait_s if folder.exists() else 0)
     while not is_lesson1_adapter(folder):
         if time.monotonic() >= deadline:
             _rebuild(folder, wait_s)
+            print(REBUILT.format(folder=folder.as_posix()))
             break
         time.sleep(0.2)
     print(MESSAGE.format(folder=folder.as_posix()))

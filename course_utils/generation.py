@@ -1,6 +1,7 @@
 """Greedy text generation and task scoring used across the lessons.
 
-Defined in lesson 5 (``complete``, ``task_accuracy``); the asset build and the tests use them too.
+Lesson 5 shows the real ``generate(..., adapter_names=...)`` call with its left padding; ``complete`` wraps
+that call for the lessons, the asset build and the tests. It never changes the tokenizer it is given.
 """
 from __future__ import annotations
 
@@ -15,8 +16,12 @@ def complete(model, tokenizer, prompts, max_new_tokens: int = 24, adapter_names=
     """
     single = isinstance(prompts, str)
     prompts = [prompts] if single else list(prompts)
-    tokenizer.padding_side = "left"
-    batch = tokenizer(prompts, return_tensors="pt", padding=True).to(model.device)
+    if tokenizer.pad_token is None and len(prompts) > 1:
+        raise ValueError("The tokenizer has no pad token, so prompts cannot be batched: "
+                         "set tokenizer.pad_token = tokenizer.eos_token (load_tokenizer() does).")
+    # A decoder-only model continues from the last position, so the padding goes on the left; passed per
+    # call, it leaves the learner's tokenizer as it was.
+    batch = tokenizer(prompts, return_tensors="pt", padding=True, padding_side="left").to(model.device)
     extra = {"adapter_names": list(adapter_names)} if adapter_names is not None else {}
     out = model.generate(
         **batch, max_new_tokens=max_new_tokens, do_sample=False,

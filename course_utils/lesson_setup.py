@@ -1,6 +1,8 @@
-"""One call at the top of every lesson: seeds, quiet libraries, deterministic output.
+"""One call at the top of every lesson: seeds, deterministic kernels, no download progress bars.
 
-Defined in lesson 1 (``setup_notebook``); every notebook starts with it.
+Defined in lesson 1 (``setup_notebook``); every notebook starts with it. It leaves the libraries' warnings
+and log messages alone: a lesson shows the messages a learner will meet in their own work, explains the
+ones it is about, and silences noise only locally, in the cell that causes it, with the reason.
 """
 from __future__ import annotations
 
@@ -14,7 +16,8 @@ import numpy as np
 import torch
 import transformers
 
-# Messages the pinned stack prints that teach nothing and would make stored outputs noisy.
+# Messages the pinned stack prints that the command-line tools (doctor, grader, bench) do not need to show.
+# Lessons do not use this list: they show these messages where they arise.
 NOISY_WARNINGS = (
     r".*fan_in_fan_out is set to False.*",
     r".*is_gradient_checkpointing.*is deprecated.*",
@@ -26,16 +29,29 @@ NOISY_WARNINGS = (
 
 
 def quiet_libraries() -> None:
-    """Turn off transformers', peft's and huggingface_hub's progress bars and known-noisy warnings."""
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    """For the command-line tools only (doctor, grader, bench, tests): progress bars off, library logs at
+    error level, and the known-noisy warnings filtered. ``setup_notebook`` does not call it."""
+    quiet_progress_bars()
     transformers.logging.set_verbosity_error()
-    transformers.utils.logging.disable_progress_bar()
-    hub_utils.disable_progress_bars()
     for name in ("transformers", "peft", "accelerate", "torch"):
         logging.getLogger(name).setLevel(logging.ERROR)
     for pattern in NOISY_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
+
+
+def quiet_progress_bars() -> None:
+    """Turn off transformers' and huggingface_hub's progress bars (their rates and timings differ on every run)."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    transformers.utils.logging.disable_progress_bar()
+    hub_utils.disable_progress_bars()
+
+
+def short_warning(message, category, filename, lineno, line=None) -> str:
+    """A warning as one line, ``Category: message  [package/module.py:line]``: the path is cut at
+    ``site-packages/``, so stored outputs do not depend on where the course is installed."""
+    where = str(filename).replace("\\", "/").split("site-packages/")[-1]
+    return f"{category.__name__}: {message}  [{where}:{lineno}]\n"
 
 
 def seed_everything(seed: int = 0) -> None:
@@ -47,6 +63,8 @@ def seed_everything(seed: int = 0) -> None:
 
 
 def setup_notebook(seed: int = 0) -> None:
-    """Seeds everything and quiets the libraries, so a lesson's stored outputs are stable under nbval."""
-    quiet_libraries()
+    """Seeds everything, turns off progress bars and prints warnings on one line without the install path,
+    so a lesson's stored outputs are stable under nbval. No warning is filtered."""
+    quiet_progress_bars()
+    warnings.formatwarning = short_warning
     seed_everything(seed)

@@ -1,6 +1,8 @@
 """Proof that a reload worked: compare the logits of the model you saved with the reloaded one.
 
-Defined in lesson 2 (``compare_logits``); the doctor, the exercises' checks and lesson 3 use it.
+Defined in lesson 2: ``logits_of`` and ``compare_logits`` are shown there as cells, and
+``tests/test_roundtrip.py`` checks that the lesson's copy equals this one. The doctor, the exercises'
+checks and lessons 3-5 import them from here.
 """
 from __future__ import annotations
 
@@ -16,24 +18,29 @@ SAMPLE_TEXTS = (
 
 
 def sample_batch(tokenizer, texts=SAMPLE_TEXTS) -> dict:
-    """A fixed, padded batch of token ids to feed both models."""
-    tokenizer.padding_side = "right"
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return dict(tokenizer(list(texts), return_tensors="pt", padding=True))
+    """A fixed batch of token ids to feed both models, right-padded. The tokenizer is not changed.
+
+    Padding uses the tokenizer's pad token, or its end-of-text token when it has none (GPT-2's case);
+    the attention mask marks the padding, which ``compare_logits`` leaves out.
+    """
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    rows = [tokenizer(text)["input_ids"] for text in texts]
+    width = max(len(row) for row in rows)
+    return {"input_ids": torch.tensor([row + [pad_id] * (width - len(row)) for row in rows]),
+            "attention_mask": torch.tensor([[1] * len(row) + [0] * (width - len(row)) for row in rows])}
 
 
 @torch.no_grad()
 def logits_of(model, batch: dict) -> torch.Tensor:
-    """The model's logits on ``batch`` (moved to the model's device), as float32 on the CPU."""
+    """The model's logits on ``batch``, in eval mode (no dropout), as float32 on the CPU."""
     was_training = model.training
     model.eval()
     try:
         device = next(model.parameters()).device
-        out = model(**{k: v.to(device) for k, v in batch.items()}).logits
+        logits = model(**{k: v.to(device) for k, v in batch.items()}).logits
     finally:
-        model.train(was_training)
-    return out.float().cpu()
+        model.train(was_training)  # leave the model as we found it
+    return logits.float().cpu()
 
 
 @dataclass(frozen=True)
@@ -52,12 +59,12 @@ class LogitCheck:
         return f"{verdict}: max |difference| = {self.max_abs_diff:.2e} (tolerance {self.atol:.0e})"
 
 
-def compare_logits(reference, candidate, tokenizer, atol: float = 1e-5, batch: dict | None = None) -> LogitCheck:
-    """Compare two models' logits on the same inputs; ``reference`` is usually the model you saved."""
+def compare_logits(reference, candidate, tokenizer, atol=1e-5, batch=None):
+    """Run both models on the same inputs and report the largest logit difference."""
     batch = batch if batch is not None else sample_batch(tokenizer)
     a, b = logits_of(reference, batch), logits_of(candidate, batch)
     if a.shape != b.shape:
         raise ValueError(f"The models disagree on the output shape ({tuple(a.shape)} vs {tuple(b.shape)}): "
                          "they were not built on the same base model.")
-    mask = batch["attention_mask"].bool()
-    return LogitCheck(float((a - b).abs()[mask].max()), atol)
+    real_tokens = batch["attention_mask"].bool()  # padding positions are not compared
+    return LogitCheck(float((a - b).abs()[real_tokens].max()), atol)

@@ -19,6 +19,10 @@ PROMPT_FORMATS = {
     "NER (Sentence:)": ner_prompt,
     "plain text": lambda text: text,
 }
+# The shipped adapter trained on each prompt format: the panel opens on the pair that matches.
+TRAINED_ON = {"sentiment (Reseña:)": "spanish_sentiment", "NER (Sentence:)": "english_ner"}
+EMPTY_REPLY = ("(empty: the continuation starts with a line break or the end-of-text token, and only its first "
+               "line is shown. The base model often stops at once on a prompt it was not fine-tuned for.)")
 
 
 def _adapter_names(model) -> list[str]:
@@ -46,23 +50,30 @@ def playground_reply(model, tokenizer, text: str, adapter: str, prompt_format: s
         return "Type a sentence first."
     prompt = PROMPT_FORMATS[prompt_format](text)
     choice = "__base__" if adapter == BASE else adapter
-    return complete(model, tokenizer, [prompt], max_new_tokens=max_new_tokens, adapter_names=[choice])[0].strip()
+    reply = complete(model, tokenizer, [prompt], max_new_tokens=max_new_tokens, adapter_names=[choice])[0].strip()
+    return reply or EMPTY_REPLY
 
 
 def adapter_playground(model, tokenizer, text: str = "Maria works for Google in Paris.",
                        prompt_format: str = "NER (Sentence:)"):
     """An ipywidgets panel: type a sentence, pick an adapter (or ``base``) and a prompt format, read the output.
 
-    The container has the CSS class ``course-adapter-panel``; the generated text is in the element with
-    class ``course-adapter-output``. The output updates when any control changes. Returns the container;
-    its ``.controls`` dict holds the widgets (``text``, ``adapter``, ``format``, ``output``, ``run``).
+    It opens on the adapter trained for ``prompt_format`` when the model has it. The container has the CSS
+    class ``course-adapter-panel``; the generated text is in the element with class ``course-adapter-output``.
+    The output updates when any control changes (the sentence when you press Enter or leave the box).
+    Returns the container; its ``.controls`` dict holds the widgets (``text``, ``adapter``, ``format``,
+    ``output``).
     """
+    if prompt_format not in PROMPT_FORMATS:
+        raise ValueError(f"Unknown prompt format {prompt_format!r}: choose one of {', '.join(PROMPT_FORMATS)}.")
     names = _adapter_names(model) + [BASE]
+    matching = TRAINED_ON.get(prompt_format)
+    style = {"description_width": "5em", "button_width": "auto"}  # labels are never cut
     box_text = w.Text(value=text, description="Sentence", continuous_update=False,
-                      layout=w.Layout(width="32em"))
-    adapter = w.ToggleButtons(options=names, value=names[0], description="Adapter")
-    fmt = w.ToggleButtons(options=list(PROMPT_FORMATS), value=prompt_format, description="Prompt")
-    run = w.Button(description="Generate", button_style="primary")
+                      layout=w.Layout(width="36em"), style={"description_width": "5em"})
+    adapter = w.ToggleButtons(options=names, value=matching if matching in names else names[0],
+                              description="Adapter", style=style)
+    fmt = w.ToggleButtons(options=list(PROMPT_FORMATS), value=prompt_format, description="Prompt", style=style)
     output = w.HTML()
     output.add_class("course-adapter-output")
 
@@ -75,9 +86,8 @@ def adapter_playground(model, tokenizer, text: str = "Maria works for Google in 
 
     for control in (box_text, adapter, fmt):
         control.observe(refresh, names="value")
-    run.on_click(refresh)
     refresh()
-    panel = w.VBox([box_text, adapter, fmt, run, output])
+    panel = w.VBox([box_text, adapter, fmt, output])
     panel.add_class("course-adapter-panel")
-    panel.controls = {"text": box_text, "adapter": adapter, "format": fmt, "output": output, "run": run}
+    panel.controls = {"text": box_text, "adapter": adapter, "format": fmt, "output": output}
     return panel

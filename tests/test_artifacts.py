@@ -24,7 +24,7 @@ def test_missing_folder_is_rebuilt_and_valid(built, capsys):
     assert not [p for p in built.parent.iterdir() if p.name.startswith(".")]  # no staging folder left behind
 
 
-def test_same_line_whether_rebuilt_or_reused(built, tmp_path, capsys, monkeypatch):
+def test_a_rebuild_is_announced_and_a_reuse_is_not(built, tmp_path, capsys, monkeypatch):
     fresh = tmp_path / "01_adapter"
     artifacts.lesson1_adapter(fresh)
     rebuilt_line = capsys.readouterr().out
@@ -33,7 +33,9 @@ def test_same_line_whether_rebuilt_or_reused(built, tmp_path, capsys, monkeypatc
 
     monkeypatch.setattr(artifacts, "_rebuild", must_not_rebuild)
     artifacts.lesson1_adapter(fresh)
-    assert capsys.readouterr().out == rebuilt_line == artifacts.MESSAGE.format(folder=fresh.as_posix()) + "\n"
+    found_line = artifacts.MESSAGE.format(folder=fresh.as_posix()) + "\n"
+    assert capsys.readouterr().out == found_line
+    assert rebuilt_line == artifacts.REBUILT.format(folder=fresh.as_posix()) + "\n" + found_line
 
 
 def test_rebuild_is_deterministic_and_trained(built):

@@ -23,3 +23,26 @@ def test_task_accuracy_of_base_is_low_and_empty_raises(base_model, tokenizer):
     assert task_accuracy(base_model, tokenizer, test) < 0.5
     with pytest.raises(ValueError):
         task_accuracy(base_model, tokenizer, [])
+
+
+def test_complete_leaves_the_tokenizer_alone(base_model, tokenizer):
+    side = tokenizer.padding_side
+    complete(base_model, tokenizer, ["The morning was", "La comida fue muy buena"], max_new_tokens=3)
+    assert tokenizer.padding_side == side == "right"
+
+
+def test_complete_pads_on_the_left(base_model, tokenizer):
+    # A right-padded short prompt would continue after its padding and differ from its unbatched answer.
+    alone = complete(base_model, tokenizer, "La comida", max_new_tokens=6)
+    batched = complete(base_model, tokenizer, ["La comida", "The morning was cold and the streets were"],
+                       max_new_tokens=6)
+    assert batched[0] == alone
+
+
+def test_complete_without_pad_token_is_one_clear_error(base_model, tokenizer):
+    import copy
+
+    no_pad = copy.deepcopy(tokenizer)
+    no_pad.pad_token = None
+    with pytest.raises(ValueError, match="no pad token"):
+        complete(base_model, no_pad, ["a", "b c"], max_new_tokens=2)

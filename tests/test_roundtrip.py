@@ -43,3 +43,39 @@ def test_logits_of_restores_training_mode(base_model, tokenizer):
 
 def test_logit_check_tolerance():
     assert LogitCheck(1e-6, 1e-5).ok and not LogitCheck(1e-3, 1e-5).ok
+
+
+def test_sample_batch_leaves_the_tokenizer_alone(tokenizer):
+    import copy
+
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        batch = sample_batch(tokenizer)
+        assert tokenizer.padding_side == "left"
+    finally:
+        tokenizer.padding_side = side
+    mask = batch["attention_mask"]
+    assert mask[:, 0].all() and not mask.all()  # right padding: every row starts with a real token
+    no_pad = copy.deepcopy(tokenizer)
+    no_pad.pad_token = None
+    assert torch.equal(sample_batch(no_pad)["input_ids"], batch["input_ids"]) and no_pad.pad_token is None
+
+
+def _lesson2_code() -> str:
+    import json
+    from pathlib import Path
+
+    nb = json.loads((Path(__file__).parents[1] / "notebooks" / "02_reload_adapter.ipynb").read_text())
+    return "\n\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+
+
+@pytest.mark.parametrize("name", ["logits_of", "compare_logits"])
+def test_lesson2_defines_the_same_function(name):
+    """d2l style: lesson 2 shows the function as a cell; the package's copy must be the same text."""
+    import inspect
+
+    from course_utils import roundtrip
+
+    source = inspect.getsource(getattr(roundtrip, name)).strip()
+    assert source in _lesson2_code(), f"lesson 2's {name} differs from course_utils/roundtrip.py's: copy one to the other"

@@ -2,7 +2,7 @@ import pytest
 
 from course_utils import complete, shipped_adapter
 from course_utils.tasks import ner_prompt, sentiment_prompt
-from course_utils.widgets import BASE, adapter_playground, playground_reply
+from course_utils.widgets import BASE, EMPTY_REPLY, adapter_playground, playground_reply
 
 REVIEW = "El hotel fue horrible."
 
@@ -49,12 +49,12 @@ def test_panel_callback_updates_output(two_adapters, tokenizer):
 
 
 def test_panel_escapes_text_and_shows_errors(two_adapters, tokenizer, monkeypatch):
-    import course_utils.widgets as widgets
+    from course_utils import widgets
 
     panel = adapter_playground(two_adapters, tokenizer)
     c = panel.controls
     monkeypatch.setattr(widgets, "playground_reply", lambda *a: "<b>x</b>")
-    c["run"].click()
+    c["text"].value = "anything"  # every change regenerates: there is no Generate button
     assert c["output"].value == "<pre>&lt;b&gt;x&lt;/b&gt;</pre>"
 
     def boom(*a):
@@ -76,3 +76,28 @@ def test_bad_choices_are_clear(two_adapters, tokenizer):
 def test_panel_needs_a_peft_model(tokenizer, base_model):
     with pytest.raises(TypeError, match="needs a PeftModel"):
         adapter_playground(base_model, tokenizer)
+
+
+def test_panel_opens_on_the_adapter_trained_for_its_prompt(two_adapters, tokenizer):
+    for fmt, name in (("NER (Sentence:)", "english_ner"), ("sentiment (Reseña:)", "spanish_sentiment")):
+        c = adapter_playground(two_adapters, tokenizer, text="Maria works for Google in Paris.",
+                               prompt_format=fmt).controls
+        assert c["adapter"].value == name
+    c = adapter_playground(two_adapters, tokenizer, prompt_format="plain text").controls
+    assert c["adapter"].value == "spanish_sentiment"  # no adapter for plain text: the first one
+    assert set(c) == {"text", "adapter", "format", "output"}
+    assert c["adapter"].style.button_width == "auto" and c["format"].style.button_width == "auto"
+
+
+def test_the_panel_leaves_the_tokenizer_alone(two_adapters, tokenizer):
+    side = tokenizer.padding_side
+    playground_reply(two_adapters, tokenizer, REVIEW, "spanish_sentiment", "sentiment (Reseña:)")
+    assert tokenizer.padding_side == side
+
+
+def test_an_empty_answer_is_explained(two_adapters, tokenizer, monkeypatch):
+    from course_utils import widgets
+
+    monkeypatch.setattr(widgets, "complete", lambda *a, **k: ["\n"])
+    assert playground_reply(two_adapters, tokenizer, REVIEW, BASE, "plain text") == EMPTY_REPLY
+    assert "first" in EMPTY_REPLY and "line" in EMPTY_REPLY

@@ -36,8 +36,8 @@ def test_clean_notebook_with_quiz(lab, course_copy):
         new_markdown_cell("# A generated notebook"),
         new_code_cell("import time\ntime.sleep(1)\nanswer = 6 * 7\nprint(answer)"),
         new_code_cell("raise ValueError('an expected error')", metadata={"tags": ["raises-exception"]}),
-        new_code_cell("from course_utils.quizzes import quiz\n"
-                      "quiz('What is 6 * 7?', ['41', '42', '43'], 1, 'Six sevens.', hints={0: 'One short.'})"),
+        new_code_cell("from IPython.display import display\nfrom course_utils.quizzes import Quiz\n"
+                      "display(Quiz('What is `6 * 7`?', ['41', '42', '43'], 1, 'Six sevens.', {0: 'One short.'}).widget())"),
         new_code_cell("print('after the quiz', answer)"),
     ])
     run = ran(lab, rel, repo=course_copy)
@@ -48,7 +48,7 @@ def test_clean_notebook_with_quiz(lab, course_copy):
     assert "course-quiz" in run.widget_classes
     boxes = lab.require_widgets("course-quiz", rel)
     assert len(boxes) == 1
-    assert check_quiz(lab, boxes[0]) == "42"
+    assert check_quiz(lab, boxes[0]) == "B"  # the radio buttons are lettered
 
 
 def test_error_output_is_reported(lab, course_copy):
