@@ -35,8 +35,8 @@ def test_setup_notebook_leaves_library_warnings_visible():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("default")
         setup_notebook()
-        warnings.warn("fan_in_fan_out is set to False but the target module is `Conv1D`.", UserWarning)
-        warnings.warn("Already found a `peft_config` attribute in the model.", UserWarning)
+        warnings.warn("fan_in_fan_out is set to False but the target module is `Conv1D`.", UserWarning, stacklevel=1)
+        warnings.warn("Already found a `peft_config` attribute in the model.", UserWarning, stacklevel=1)
     assert len(caught) == 2  # nothing filtered globally: the lessons show what a learner will meet
     assert transformers.logging.get_verbosity() == transformers.logging.WARNING
     assert logging.getLogger("peft").level == logging.WARNING

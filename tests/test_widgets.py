@@ -42,7 +42,8 @@ def test_panel_callback_updates_output(two_adapters, tokenizer):
     for name in c["adapter"].options:
         c["adapter"].value = name  # the browser does this; the observer regenerates
         seen[name] = c["output"].value
-    assert seen["spanish_sentiment"] == f"<pre>{playground_reply(two_adapters, tokenizer, REVIEW, 'spanish_sentiment', 'sentiment (Reseña:)')}</pre>"
+    reply = playground_reply(two_adapters, tokenizer, REVIEW, "spanish_sentiment", "sentiment (Reseña:)")
+    assert seen["spanish_sentiment"] == f"<pre>{reply}</pre>"
     assert len(set(seen.values())) == 3  # each adapter (and the base) answers differently here
     c["text"].value = "   "
     assert "Type a sentence first." in c["output"].value
