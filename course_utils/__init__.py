@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from .files import list_files, tensor_table
     from .generation import complete, task_accuracy
     from .lesson_setup import setup_notebook
+    from .library_messages import library_messages
     from .models import load_base_model, load_tokenizer
     from .modules import linear_module_names
     from .placement import assert_single_device, device_name, placement_report
@@ -77,13 +78,14 @@ _EXPORTS = {
     "lesson1_adapter": "artifacts",
     "lesson1_model": "artifacts",
     "bench_table": "bench_table",
+    "library_messages": "library_messages",
 }
 
 __all__ = [
     "ADAPTER_NAMES",
+    "SHIPPED_MODEL",
     "Diagnosis",
     "Quiz",
-    "SHIPPED_MODEL",
     "adapter_bytes",
     "adapter_playground",
     "assert_single_device",
@@ -99,6 +101,7 @@ __all__ = [
     "full_model_bytes",
     "lesson1_adapter",
     "lesson1_model",
+    "library_messages",
     "linear_module_names",
     "list_files",
     "load_base_model",

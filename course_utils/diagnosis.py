@@ -550,11 +550,12 @@ def _vocab_size(module) -> int | None:
 
 
 def _check_base(config: dict, lora: LoraTensors, base_model: str, d: Diagnosis) -> None:
-    name = _resolve_base(base_model)
+    path = _resolve_base(base_model)
+    name = base_model if base_model.strip() else "course"  # as the user wrote it: no machine-specific path
     trained_on = config.get("base_model_name_or_path")
     origin = f" (its config says it was made for {trained_on!r})" if trained_on else ""
-    local = Path(name).expanduser()
-    if not local.is_dir() and (os.sep in name or name.startswith(".")):
+    local = Path(path).expanduser()
+    if not local.is_dir() and (os.sep in path or path.startswith(".")):
         d.add(f"the base model folder {name} does not exist: pass a local folder holding config.json, or \"course\" "
               "for the course's model.")
         return
@@ -563,7 +564,7 @@ def _check_base(config: dict, lora: LoraTensors, base_model: str, d: Diagnosis) 
               "(save_pretrained writes config.json), or \"course\" for the course's model.")
         return
     try:
-        base = _base_skeleton(name, config)
+        base = _base_skeleton(path, config)
     except Exception as exc:
         d.add(f"cannot load the base model {base_model!r} ({one_line(exc)}): pass a local folder holding config.json, "
               "or \"course\" for the course's model.")

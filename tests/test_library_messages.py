@@ -1,0 +1,45 @@
+"""course_utils.library_messages: the warnings of a block, printed once each, stable across machines."""
+import logging
+import os
+import warnings
+
+from course_utils.library_messages import clean, library_messages
+
+
+def test_python_warnings_and_library_logs_are_printed_once_each(capsys):
+    logging.getLogger("transformers").setLevel(logging.ERROR)  # as setup_notebook leaves it
+    with library_messages():
+        warnings.warn("first", UserWarning)
+        warnings.warn("first", UserWarning)
+        logging.getLogger("transformers.modeling_utils").warning("\x1b[1mREPORT\x1b[0m from: %s/model", os.getcwd())
+        logging.getLogger("peft.tuners").info("not a warning")
+    out = capsys.readouterr().out.splitlines()
+    assert out == ["UserWarning: first", "transformers.modeling_utils WARNING: REPORT from: model"]
+    assert logging.getLogger("transformers").level == logging.ERROR  # restored
+
+
+def test_a_silent_block_says_so(capsys):
+    with library_messages():
+        pass
+    assert capsys.readouterr().out == "(no warnings)\n"
+
+
+def test_long_messages_are_cut_with_a_count(capsys):
+    with library_messages(max_lines=2):
+        warnings.warn("a\nb\nc\nd")
+    assert capsys.readouterr().out.splitlines() == ["UserWarning: a", "    b", "    ... (2 more lines)"]
+
+
+def test_clean_makes_paths_relative(tmp_path):
+    assert clean(f"[1mX[0m in {tmp_path}/sub and {tmp_path}", root=tmp_path) == "X in sub and ."
+
+
+def test_the_block_error_still_restores_the_loggers():
+    logger = logging.getLogger("peft")
+    before = logger.level, list(logger.handlers)
+    try:
+        with library_messages():
+            raise KeyError("boom")
+    except KeyError:
+        pass
+    assert (logger.level, list(logger.handlers)) == before
