@@ -13,17 +13,21 @@ import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
+from .lesson_setup import NOISY_WARNINGS
+
 ANSI = re.compile(r"\x1b?\[[0-9;]*m")
 LOGGERS = ("transformers", "peft")
 
 
 class _Collect(logging.Handler):
-    def __init__(self):
+    def __init__(self, hidden):
         super().__init__(logging.WARNING)
+        self.hidden = hidden
         self.records: list[logging.LogRecord] = []
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.records.append(record)
+        if not any(re.match(pattern, record.getMessage(), re.DOTALL) for pattern in self.hidden):
+            self.records.append(record)
 
 
 def clean(text: str, root: str | Path | None = None) -> str:
@@ -33,26 +37,32 @@ def clean(text: str, root: str | Path | None = None) -> str:
 
 
 @contextmanager
-def library_messages(max_lines: int = 12):
+def library_messages(max_lines: int = 12, unhide: tuple[str, ...] = ()):
     """Run the block with Python warnings and transformers/peft log warnings on, then print each one.
 
     Every message is printed once, as ``Category: text`` (at most ``max_lines`` lines each). Prints
-    ``(no warnings)`` when there were none, so a fix is visibly silent.
+    ``(no warnings)`` when there were none, so a fix is visibly silent. The messages ``setup_notebook``
+    hides as noise stay hidden, except those containing one of the ``unhide`` strings.
     """
-    handler = _Collect()
+    hidden = [p for p in NOISY_WARNINGS if not any(u in p for u in unhide)]
+    handler = _Collect(hidden)
     loggers = [logging.getLogger(name) for name in LOGGERS]
-    levels = [lg.level for lg in loggers]
-    for lg in loggers:
-        lg.addHandler(handler)
+    saved = [(lg.level, lg.handlers[:], lg.propagate) for lg in loggers]
+    for lg in loggers:  # only our handler: the libraries' own would print the same message a second time
+        lg.handlers[:] = [handler]
         lg.setLevel(logging.WARNING)
+        lg.propagate = False
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
+            for pattern in hidden:  # still hidden: they teach nothing here either
+                warnings.filterwarnings("ignore", message=pattern)
             yield
     finally:
-        for lg, level in zip(loggers, levels):
-            lg.removeHandler(handler)
+        for lg, (level, handlers, propagate) in zip(loggers, saved):
+            lg.handlers[:] = handlers
             lg.setLevel(level)
+            lg.propagate = propagate
     shown = [f"{w.category.__name__}: {w.message}" for w in caught]
     shown += [f"{r.name} {r.levelname}: {r.getMessage()}" for r in handler.records]
     seen = []

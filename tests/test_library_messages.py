@@ -36,10 +36,29 @@ def test_clean_makes_paths_relative(tmp_path):
 
 def test_the_block_error_still_restores_the_loggers():
     logger = logging.getLogger("peft")
-    before = logger.level, list(logger.handlers)
+    before = logger.level, list(logger.handlers), logger.propagate
     try:
         with library_messages():
             raise KeyError("boom")
     except KeyError:
         pass
-    assert (logger.level, list(logger.handlers)) == before
+    assert (logger.level, list(logger.handlers), logger.propagate) == before
+
+
+def test_noise_stays_hidden_and_the_library_handler_does_not_print_twice(capsys):
+    with library_messages():
+        warnings.warn("`is_gradient_checkpointing` is deprecated and will be removed in v6.", FutureWarning)
+        logging.getLogger("transformers.x").warning("once")
+        logging.getLogger("transformers.y").warning("`loss_type=None` was set in the config but it is unrecognized.")
+    captured = capsys.readouterr()
+    assert captured.out == "transformers.x WARNING: once\n" and "once" not in captured.err
+
+
+def test_a_hidden_message_can_be_shown_when_it_is_the_lesson(capsys):
+    text = "Could not find a config file in base - will assume that the vocabulary was not modified."
+    with library_messages():
+        warnings.warn(text)
+    assert capsys.readouterr().out == "(no warnings)\n"
+    with library_messages(unhide=("Could not find a config file",)):
+        warnings.warn(text)
+    assert capsys.readouterr().out == f"UserWarning: {text}\n"
