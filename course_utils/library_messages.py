@@ -37,10 +37,10 @@ def clean(text: str, root: str | Path | None = None) -> str:
 
 
 @contextmanager
-def library_messages(max_lines: int = 12, unhide: tuple[str, ...] = ()):
+def library_messages(max_lines: int = 12, unhide: tuple[str, ...] = (), max_chars: int = 400):
     """Run the block with Python warnings and transformers/peft log warnings on, then print each one.
 
-    Every message is printed once, as ``Category: text`` (at most ``max_lines`` lines each). Prints
+    Every message is printed once, as ``Category: text`` (at most ``max_lines`` lines of ``max_chars`` each). Prints
     ``(no warnings)`` when there were none, so a fix is visibly silent. The messages ``setup_notebook``
     hides as noise stay hidden, except those containing one of the ``unhide`` strings.
     """
@@ -52,6 +52,7 @@ def library_messages(max_lines: int = 12, unhide: tuple[str, ...] = ()):
         lg.handlers[:] = [handler]
         lg.setLevel(logging.WARNING)
         lg.propagate = False
+    caught: list = []
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -63,8 +64,17 @@ def library_messages(max_lines: int = 12, unhide: tuple[str, ...] = ()):
             lg.handlers[:] = handlers
             lg.setLevel(level)
             lg.propagate = propagate
+        _print(caught, handler.records, max_lines, max_chars)
+
+
+def _cut(line: str, max_chars: int) -> str:
+    return line if len(line) <= max_chars else f"{line[:max_chars]}... ({len(line) - max_chars} more characters)"
+
+
+def _print(caught, records, max_lines: int, max_chars: int) -> None:
+    """Each message once, even when the block raised (a library often logs the details, then raises)."""
     shown = [f"{w.category.__name__}: {w.message}" for w in caught]
-    shown += [f"{r.name} {r.levelname}: {r.getMessage()}" for r in handler.records]
+    shown += [f"{r.name} {r.levelname}: {r.getMessage()}" for r in records]
     seen = []
     for text in map(clean, shown):
         if text not in seen:
@@ -72,6 +82,6 @@ def library_messages(max_lines: int = 12, unhide: tuple[str, ...] = ()):
     for text in seen:
         lines = text.splitlines()
         more = f"\n    ... ({len(lines) - max_lines} more lines)" if len(lines) > max_lines else ""
-        print("\n    ".join(lines[:max_lines]) + more)
+        print("\n    ".join(_cut(line, max_chars) for line in lines[:max_lines]) + more)
     if not seen:
         print("(no warnings)")

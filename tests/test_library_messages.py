@@ -34,15 +34,17 @@ def test_clean_makes_paths_relative(tmp_path):
     assert clean(f"[1mX[0m in {tmp_path}/sub and {tmp_path}", root=tmp_path) == "X in sub and ."
 
 
-def test_the_block_error_still_restores_the_loggers():
+def test_the_block_error_still_restores_the_loggers_and_shows_what_was_logged(capsys):
     logger = logging.getLogger("peft")
     before = logger.level, list(logger.handlers), logger.propagate
     try:
         with library_messages():
+            logging.getLogger("peft.x").warning("details first")
             raise KeyError("boom")
     except KeyError:
         pass
     assert (logger.level, list(logger.handlers), logger.propagate) == before
+    assert capsys.readouterr().out == "peft.x WARNING: details first\n"
 
 
 def test_noise_stays_hidden_and_the_library_handler_does_not_print_twice(capsys):
@@ -62,3 +64,9 @@ def test_a_hidden_message_can_be_shown_when_it_is_the_lesson(capsys):
     with library_messages(unhide=("Could not find a config file",)):
         warnings.warn(text)
     assert capsys.readouterr().out == f"UserWarning: {text}\n"
+
+
+def test_a_very_long_line_is_cut_with_a_count(capsys):
+    with library_messages(max_chars=10):
+        warnings.warn("x" * 30)
+    assert capsys.readouterr().out == "UserWarnin... (33 more characters)\n"
