@@ -29,6 +29,7 @@ from ..placement import device_name
 from ..roundtrip import compare_logits, logits_of, sample_batch
 from ..shipped import shipped_adapter
 from ..tasks import ner_prompt
+from .checks_advanced import register_advanced_checks
 
 PASS = "✓"
 FAIL = "✗"
@@ -432,3 +433,7 @@ def _ex05_q3(saved_root) -> str:
         _adapter_folder(sub)
         _same_logits(_shipped(name), _reload(sub), f"the {name} adapter reloaded from {name}/")
     return "each adapter reloads from its subfolder and gives the shipped adapter's logits"
+
+
+# ------------------------------------------------------------------- exercises 6 and 7 (checks_advanced.py)
+register_advanced_checks(_register, _Wrong)
