@@ -578,9 +578,13 @@ def _check_base(config: dict, lora: LoraTensors, base_model: str, d: Diagnosis) 
     missing = sorted(m for m in list(lora.modules) + list(lora.extra_modules) if m not in base)
     if missing:
         hint = _renamed_hint(missing[0], base)
-        d.add(f"{len(missing)} module path(s) of the adapter match nothing in the base model {name} (e.g. "
-              f"{missing[0]!r}), so peft would warn 'Found missing adapter keys' and the adapter would do nothing"
-              + (hint or f": the adapter was made for another model{origin}; load it onto that model") + ".")
+        if hint:
+            d.add(f"{len(missing)} module path(s) of the adapter match nothing in the base model {name} (e.g. "
+                  f"{missing[0]!r}), so peft would warn 'Found missing adapter keys' and the adapter would do "
+                  f"nothing{hint}.")
+        else:
+            d.add(f"{len(missing)} LoRA module(s) of the adapter are not in the base model {name} (e.g. "
+                  f"{missing[0]!r}): the adapter was made for another model{origin}; load it onto that model.")
     _check_saved_modules(lora, base, name, config, d)
     misfit = []
     for module, ab in sorted(lora.modules.items()):

@@ -247,7 +247,7 @@ def test_base_without_the_target_modules(adapter):
     edit_config(adapter, target_modules=["c_attn", "c_proj", "q_proj"])
     assert diagnose(adapter).ok  # consistent on its own; only the base shows the problem
     check(adapter, "target_modules q_proj match no module of the base model", "course-tiny-gpt2", base="course")
-    check(adapter, "4 module path(s) of the adapter match nothing in the base model", "another model", base="course")
+    check(adapter, "4 LoRA module(s) of the adapter are not in the base model", "another model", base="course")
 
 
 def test_base_of_another_size(adapter, tmp_path):
