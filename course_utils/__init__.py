@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from .files import list_files, tensor_table
     from .generation import complete, task_accuracy
     from .lesson_setup import setup_notebook
+    from .library_messages import library_messages
     from .models import load_base_model, load_tokenizer
     from .placement import assert_single_device, device_name, placement_report
     from .quizzes import Quiz, quiz
@@ -88,6 +89,7 @@ _EXPORTS = {
     "lora_parameter_count": "storage",
     "ner_prompt": "tasks",
     "sentiment_prompt": "tasks",
+    "library_messages": "library_messages",
 }
 
 __all__ = [
@@ -111,6 +113,7 @@ __all__ = [
     "full_model_bytes",
     "lesson1_adapter",
     "lesson1_model",
+    "library_messages",
     "linear_module_names",
     "list_files",
     "load_base_model",

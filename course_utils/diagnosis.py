@@ -1,6 +1,8 @@
 """``diagnose(path)``: what is wrong with an adapter folder, one line per problem, each with its fix.
 
-Defined in lesson 3 (``diagnose``, ``python -m course_utils diagnose PATH [--base MODEL]``).
+Defined in lesson 3 (``diagnose``, ``python -m course_utils diagnose PATH [--base MODEL]``); lessons 6 and 7 add the
+failures of training and shipping: empty (ZeRO-3) saves, settings from a newer peft, embeddings saved for added
+tokens, classification heads, renamed module paths.
 
 Without a base model it reads only ``adapter_config.json`` and the safetensors *header* (no torch, no
 peft import, nothing loaded or unpickled), so it answers in a fraction of a second. With ``base_model``
@@ -28,6 +30,7 @@ from .adapter_format import (
     in_out_features,
     matches_target,
     read_safetensors_header,
+    tensor_entries,
     unmatched_targets,
 )
 from .assets import course_model
@@ -43,6 +46,8 @@ DTYPE_BITS = {
     "I64": 64, "U64": 64, "F64": 64,
 }
 # lora_A / lora_B (and lora_embedding_A / _B) weights, with or without the adapter name peft strips on save.
+# Embedding layers and LM heads that save_pretrained(save_embedding_layers=True) stores whole.
+EMBEDDING_KEY = re.compile(r"\.(?:wte|embed_tokens|embed_in|embed_out|word_embeddings|shared|lm_head)\.weight$")
 OTHER_LORA_KEY = re.compile(r"\.lora_(?:magnitude_vector|bias)\b")
 FALLBACK_PEFT_TYPES = frozenset({"LORA", "ADALORA", "IA3", "LOHA", "LOKR", "OFT", "BOFT", "VERA", "PROMPT_TUNING",
                                  "PREFIX_TUNING", "P_TUNING", "ADAPTION_PROMPT", "XLORA", "FOURIERFT", "HRA"})
@@ -88,6 +93,37 @@ def known_peft_types() -> tuple[frozenset, str]:
     except Exception:  # no peft installed, or its layout changed: fall back to the common types
         pass
     return FALLBACK_PEFT_TYPES, "peft"
+
+
+# The config classes whose dataclass fields make up a LoRA adapter_config.json, as (file in peft, class names).
+CONFIG_CLASSES = {"LORA": (("config.py", ("PeftConfigMixin", "PeftConfig")), ("tuners/lora/config.py", ("LoraConfig",)))}
+# Heads peft saves with a classification adapter (PeftModelForSequenceClassification adds these to modules_to_save).
+CLASSIFICATION_TASKS = {"SEQ_CLS": ("classifier", "score"), "TOKEN_CLS": ("classifier", "score")}
+ZERO3_FIX = ("the weights were saved from a model whose parameters were partitioned (DeepSpeed ZeRO-3) without "
+             "gathering them: save through the Trainer (trainer.save_model() gathers them), or pass "
+             "state_dict=accelerator.get_state_dict(model) to model.save_pretrained(...), then save again")
+
+
+@lru_cache(maxsize=4)
+def known_config_fields(peft_type: str) -> tuple[frozenset | None, str]:
+    """The settings the installed peft's config class for ``peft_type`` accepts, read from its source.
+
+    ``(None, "")`` when that cannot be read (no peft, another layout) or the type is not one we know the class of.
+    """
+    try:
+        root = Path(next(iter(importlib.util.find_spec("peft").submodule_search_locations)))
+        names: set = set()
+        for rel, classes in CONFIG_CLASSES[peft_type]:
+            tree = ast.parse((root / rel).read_text(encoding="utf-8"))
+            for node in tree.body:
+                if isinstance(node, ast.ClassDef) and node.name in classes:
+                    names |= {s.target.id for s in node.body
+                              if isinstance(s, ast.AnnAssign) and isinstance(s.target, ast.Name)}
+        if {"peft_type", "r", "target_modules"} <= names:
+            return frozenset(names), f"peft {version('peft')}"
+    except (KeyError, AttributeError, TypeError, StopIteration, OSError, SyntaxError, ValueError):
+        return None, ""  # a type we do not map, no peft installed, or its layout changed: skip this check
+    return None, ""
 
 
 def _listing(folder: Path) -> list[os.DirEntry]:
@@ -189,8 +225,11 @@ def _diagnose(p: Path, shown: str, base_model, d: Diagnosis) -> None:
 
     # 5. Weights against config, then against the base model.
     lora = None
-    if header is not None and config is not None and peft_type in LORA_LIKE:
+    has_tensors = header is not None and _check_not_empty(header, files[WEIGHTS_FILE].stat().st_size, d)
+    if has_tensors and config is not None and peft_type in LORA_LIKE:
         lora = _check_lora_tensors(config, header, d)
+        if lora:
+            _check_head_saved(config, lora, d)
     if base_model is not None and lora and not leftover:
         _check_base(config, lora, base_model, d)
 
@@ -263,6 +302,15 @@ def _check_config_fields(config: dict, d: Diagnosis):
         if "lora_alpha" in config and (isinstance(alpha, bool) or not isinstance(alpha, (int, float))):
             d.add(f'adapter_config.json has "lora_alpha": {json.dumps(alpha)[:40]}, not a number: set it to the value '
                   "used in training (often 2 x r), or restore the original config.")
+    fields, source = known_config_fields(peft_type)
+    unknown = sorted(k for k in config if fields is not None and k not in fields)
+    if unknown:
+        saved_by = config.get("peft_version")
+        by = f" (the file says peft {saved_by})" if isinstance(saved_by, str) else ""
+        d.add(f"adapter_config.json has {len(unknown)} setting(s) {source} does not know ({_short(unknown)}): it was "
+              f"saved by a newer peft{by}, and this peft warns 'Unexpected keyword arguments ... ignored' and loads "
+              "the adapter without them, so it may behave differently: install the peft version that saved it "
+              "(pip install -U peft), or delete the key(s) only if you know they are at their default.")
     return peft_type
 
 
@@ -317,6 +365,7 @@ class LoraTensors:
 
     modules: dict
     rank_of: dict
+    extra_modules: dict = field(default_factory=dict)  # {module path: {param: (key, shape)}} of modules_to_save etc.
 
 
 def _expected_rank(config: dict, module: str):
@@ -355,7 +404,7 @@ def _check_lora_tensors(config: dict, header: dict, d: Diagnosis):
         return None
     extras_allowed = (config.get("modules_to_save") or config.get("trainable_token_indices")
                       or config.get("bias", "none") != "none")
-    if others and not extras_allowed:
+    if others and not extras_allowed and not all(EMBEDDING_KEY.search(k) for k in others):
         d.add(f"adapter_model.safetensors holds {len(others)} tensor(s) that are not LoRA weights (e.g. {others[0]!r}) "
               "and the config saves no extra modules: the file was written by something else (a full model's "
               "save?); save the adapter again with model.save_pretrained(...).")
@@ -400,7 +449,12 @@ def _check_lora_tensors(config: dict, header: dict, d: Diagnosis):
         key, shape = items[0]
         d.add(f"{len(items)} LoRA tensor(s) have rank {rank} but adapter_config.json says r={expected} (e.g. {key!r} "
               f"has shape {list(shape)}): {fix_mix}, or set \"r\": {rank}.")
-    return LoraTensors(modules, rank_of)
+    extra: dict = {}
+    for key in others:
+        found = _extra_module(key)
+        if found:
+            extra.setdefault(found[0], {})[found[1]] = (key, tuple(header[key]["shape"]))
+    return LoraTensors(modules, rank_of, extra)
 
 
 def _resolve_base(name: str) -> str:
@@ -411,21 +465,97 @@ def _base_skeleton(name: str, config: dict):
     """The base model's modules on the meta device (no weights read), via transformers."""
     # Imported here, not at the top: without --base, diagnose reads two files and must not pay ~4 s for torch.
     import torch
-    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+    from transformers import (
+        AutoConfig,
+        AutoModel,
+        AutoModelForCausalLM,
+        AutoModelForSequenceClassification,
+        AutoModelForTokenClassification,
+    )
 
     cfg = AutoConfig.from_pretrained(name, local_files_only=True)
-    auto = AutoModelForCausalLM if config.get("task_type") in (None, "CAUSAL_LM") else AutoModel
+    auto = {None: AutoModelForCausalLM, "CAUSAL_LM": AutoModelForCausalLM, "SEQ_CLS": AutoModelForSequenceClassification,
+            "TOKEN_CLS": AutoModelForTokenClassification}.get(config.get("task_type"), AutoModel)
     with torch.device("meta"):
         model = auto.from_config(cfg)
     return dict(model.named_modules())
 
 
+def _check_not_empty(header: dict, size: int, d: Diagnosis) -> bool:
+    """False (and a problem) when the weights file holds no tensors, or tensors with no elements."""
+    tensors = tensor_entries(header)
+    if not tensors:
+        d.add(f"adapter_model.safetensors holds no tensors at all (a {size}-byte file): {ZERO3_FIX}.")
+        return False
+    empty = sorted(k for k, info in tensors.items() if 0 in info["shape"])
+    if empty:
+        d.add(f"adapter_model.safetensors holds {len(empty)} empty tensor(s) of {len(tensors)} (e.g. {empty[0]!r} has "
+              f"shape {tensors[empty[0]]['shape']}): {ZERO3_FIX}.")
+        return False
+    return True
+
+
+def _check_head_saved(config: dict, lora: LoraTensors, d: Diagnosis) -> None:
+    """A classification adapter must carry its head; every ``modules_to_save`` entry must have saved tensors."""
+    saved = lora.extra_modules
+    mts = config.get("modules_to_save")
+    mts = [m for m in mts if isinstance(m, str)] if isinstance(mts, list) else []
+    task = config.get("task_type")
+    heads = CLASSIFICATION_TASKS.get(task) if isinstance(task, str) else None
+    if heads and not any(matches_target(m, list(heads) + mts) for m in saved):
+        d.add(f"this is a classification adapter (task_type {task}) but its weights hold no classification head "
+              f"(no {' or '.join(heads)} tensor): the head will be initialised at random on load (transformers "
+              "reports it as newly initialized / MISSING); train again with the head in modules_to_save "
+              '(e.g. modules_to_save=["score"] for GPT-2) and save.')
+    elif mts:
+        unsaved = [m for m in mts if m not in (heads or ()) and not any(matches_target(s, [m]) for s in saved)]
+        if unsaved:
+            d.add(f"modules_to_save lists {_short(unsaved)} but adapter_model.safetensors holds no weights for it: "
+                  "those modules will keep the base model's weights on load; save the adapter again from the trained "
+                  "PeftModel with model.save_pretrained(...).")
+
+
+# Suffixes peft gives saved copies of whole modules (modules_to_save, trainable tokens), before ``.weight``.
+EXTRA_SUFFIX = re.compile(r"(?:\.(?:modules_to_save|original_module)(?:\.[^.]+)?|\.token_adapter\.base_layer)?"
+                          r"\.(?P<param>weight|bias)$")
+
+
+def _extra_module(key: str) -> tuple[str, str] | None:
+    """``(module path, "weight" or "bias")`` of a saved non-LoRA tensor key, or None."""
+    name = key.removeprefix("base_model.model.")
+    m = EXTRA_SUFFIX.search(name)
+    return (name[: m.start()], m["param"]) if m else None
+
+
+def _renamed_hint(missing: str, base: dict) -> str:
+    """How the adapter's module path differs from the base's, when only a prefix differs."""
+    parts = missing.split(".")
+    for k in range(1, len(parts)):
+        if ".".join(parts[k:]) in base:
+            old, new = ".".join(parts[:k]) + ".", ""
+            break
+    else:
+        longer = sorted(b for b in base if b.endswith("." + missing))
+        if not longer:
+            return ""
+        old, new = "", longer[0][: -len(missing)]
+    return (f"; only a prefix differs ({missing!r} here, {new + missing[len(old):]!r} in the base): the module paths "
+            f"were renamed (e.g. by a transformers refactor), so rename the keys' prefix {old or '(none)'!r} to "
+            f"{new or '(none)'!r} (PeftModel.from_pretrained(..., key_mapping={{...}}) or re-save the renamed "
+            "tensors), or load onto the model version it was made for")
+
+
+def _vocab_size(module) -> int | None:
+    return int(module.weight.shape[0]) if type(module).__name__ == "Embedding" else None
+
+
 def _check_base(config: dict, lora: LoraTensors, base_model: str, d: Diagnosis) -> None:
-    name = _resolve_base(base_model)
+    path = _resolve_base(base_model)
+    name = base_model if base_model.strip() else "course"  # as the user wrote it: no machine-specific path
     trained_on = config.get("base_model_name_or_path")
     origin = f" (its config says it was made for {trained_on!r})" if trained_on else ""
-    local = Path(name).expanduser()
-    if not local.is_dir() and (os.sep in name or name.startswith(".")):
+    local = Path(path).expanduser()
+    if not local.is_dir() and (os.sep in path or path.startswith(".")):
         d.add(f"the base model folder {name} does not exist: pass a local folder holding config.json, or \"course\" "
               "for the course's model.")
         return
@@ -434,7 +564,7 @@ def _check_base(config: dict, lora: LoraTensors, base_model: str, d: Diagnosis) 
               "(save_pretrained writes config.json), or \"course\" for the course's model.")
         return
     try:
-        base = _base_skeleton(name, config)
+        base = _base_skeleton(path, config)
     except Exception as exc:
         d.add(f"cannot load the base model {base_model!r} ({one_line(exc)}): pass a local folder holding config.json, "
               "or \"course\" for the course's model.")
@@ -445,10 +575,17 @@ def _check_base(config: dict, lora: LoraTensors, base_model: str, d: Diagnosis) 
         if absent:
             d.add(f"target_modules {_short(absent)} match no module of the base model {name}: the adapter was made for "
                   f"another architecture{origin}; load it onto that model, or pass that model with --base.")
-    missing = sorted(m for m in lora.modules if m not in base)
+    missing = sorted(m for m in list(lora.modules) + list(lora.extra_modules) if m not in base)
     if missing:
-        d.add(f"{len(missing)} LoRA module(s) of the adapter are not in the base model {name} (e.g. {missing[0]!r}): "
-              f"the adapter was made for another model{origin}; load it onto that model.")
+        hint = _renamed_hint(missing[0], base)
+        if hint:
+            d.add(f"{len(missing)} module path(s) of the adapter match nothing in the base model {name} (e.g. "
+                  f"{missing[0]!r}), so peft would warn 'Found missing adapter keys' and the adapter would do "
+                  f"nothing{hint}.")
+        else:
+            d.add(f"{len(missing)} LoRA module(s) of the adapter are not in the base model {name} (e.g. "
+                  f"{missing[0]!r}): the adapter was made for another model{origin}; load it onto that model.")
+    _check_saved_modules(lora, base, name, config, d)
     misfit = []
     for module, ab in sorted(lora.modules.items()):
         if module not in base:
@@ -468,6 +605,40 @@ def _check_base(config: dict, lora: LoraTensors, base_model: str, d: Diagnosis) 
         d.add(f"{len(misfit)} LoRA tensor(s) do not fit the base model {name} (e.g. {key!r} has shape {list(shape)} "
               f"but the base's {module} has {need} {what}): the adapter was trained on a base of another size{origin}; "
               "load it onto that model.")
+
+
+def _check_saved_modules(lora: LoraTensors, base: dict, name: str, config: dict, d: Diagnosis) -> None:
+    """Saved embeddings and heads (modules_to_save, save_embedding_layers) must have the base's shapes."""
+    vocab = next((_vocab_size(m) for m in base.values() if _vocab_size(m)), None)
+    resized = []
+    for module, params in sorted(lora.extra_modules.items()):
+        weight = getattr(base.get(module), "weight", None)
+        if "weight" not in params or weight is None:
+            continue
+        key, shape = params["weight"]
+        want = tuple(int(n) for n in weight.shape)
+        if shape == want:
+            continue
+        if len(shape) == 2 and shape[1:] == want[1:] and want[0] == vocab:
+            resized.append((module, shape[0], key))
+        else:
+            d.add(f"adapter_model.safetensors saves {module} with shape {list(shape)} but the base model {name} has "
+                  f"{list(want)} (e.g. {key!r}): the head or layer was built differently (e.g. another num_labels); "
+                  "build the base the same way, e.g. from_pretrained(..., num_labels=...), then load the adapter.")
+    if resized:
+        module, rows, key = resized[0]
+        d.add(f"adapter_model.safetensors saves {_short(m for m, _, _ in resized)} for a vocabulary of {rows} tokens "
+              f"but the base model {name} has {vocab} (e.g. {key!r}): tokens were added in training; load the "
+              "tokenizer saved with the adapter and resize the base first, base.resize_token_embeddings(len(tokenizer)), "
+              "then load the adapter.")
+    indices = config.get("trainable_token_indices")
+    flat = indices if isinstance(indices, list) else [i for v in indices.values() if isinstance(v, list) for i in v] \
+        if isinstance(indices, dict) else []
+    top = max((i for i in flat if isinstance(i, int) and not isinstance(i, bool)), default=None)
+    if vocab and top is not None and top >= vocab and not lora.extra_modules:
+        d.add(f"trainable_token_indices goes up to token {top} but the base model {name} has {vocab} tokens: tokens "
+              "were added in training; resize the base first, base.resize_token_embeddings(len(tokenizer)) with the "
+              "tokenizer saved with the adapter, then load the adapter.")
 
 
 def _summary(shown, config, header, files, subdirs, base_model, lora) -> str:

@@ -1,4 +1,5 @@
 """course_utils.diagnose: one line per problem with its fix, never a traceback, never a changed folder."""
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -11,6 +12,9 @@ from pathlib import Path
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from peft import (
+    LoraConfig,  # the real class; diagnose reads its fields from peft's source without importing it
+)
 
 from course_utils import assets
 from course_utils import diagnosis as diagnose_module
@@ -243,7 +247,7 @@ def test_base_without_the_target_modules(adapter):
     edit_config(adapter, target_modules=["c_attn", "c_proj", "q_proj"])
     assert diagnose(adapter).ok  # consistent on its own; only the base shows the problem
     check(adapter, "target_modules q_proj match no module of the base model", "course-tiny-gpt2", base="course")
-    check(adapter, "4 LoRA module(s) of the adapter are not in the base model", base="course")
+    check(adapter, "4 LoRA module(s) of the adapter are not in the base model", "another model", base="course")
 
 
 def test_base_of_another_size(adapter, tmp_path):
@@ -332,3 +336,129 @@ def test_corrupted_config_never_raises_nor_changes_the_folder(flips, cut, replac
         else:
             (folder / "adapter_config.json").write_bytes(_mutate(CONFIG_BYTES, flips, cut))
         _assert_survives(folder)
+
+
+# --- Failures of lessons 6 and 7: ZeRO-3 saves, newer peft configs, added tokens, heads, renamed paths ---
+
+def save_tensors(folder: Path, tensors: dict):
+    from safetensors.torch import save_file
+
+    save_file(tensors, folder / "adapter_model.safetensors", metadata={"format": "pt"})  # as peft writes it
+
+
+def shipped_tensors(folder: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(folder / "adapter_model.safetensors")
+
+
+def test_a_zero3_save_with_no_tensors_at_all(adapter):
+    save_tensors(adapter, {})
+    assert (adapter / "adapter_model.safetensors").stat().st_size == 40
+    d = check(adapter, "holds no tensors at all (a 40-byte file)", "ZeRO-3", "trainer.save_model()")
+    assert len(d.problems) == 1
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_empty_tensors_are_the_zero3_symptom(adapter, data):
+    import torch
+
+    tensors = shipped_tensors(SHIPPED)
+    emptied = data.draw(st.lists(st.sampled_from(sorted(tensors)), min_size=1, unique=True))
+    save_tensors(adapter, {k: torch.zeros(0) if k in emptied else v for k, v in tensors.items()})
+    d = check(adapter, f"holds {len(emptied)} empty tensor(s) of {len(tensors)}", "shape [0]", "ZeRO-3",
+              "accelerator.get_state_dict(model)")
+    assert len(d.problems) == 1  # not also reported as a rank or shape problem
+
+
+@settings(max_examples=25, deadline=None)
+@given(extra=st.dictionaries(st.from_regex(r"[a-z][a-z_]{2,15}", fullmatch=True),
+                             st.one_of(st.booleans(), st.integers(), st.none()), min_size=1, max_size=3))
+def test_settings_from_a_newer_peft_are_named(extra):
+    extra = {k: v for k, v in extra.items() if k not in {f.name for f in dataclasses.fields(LoraConfig)}}
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(shutil.copytree(SHIPPED, Path(tmp) / "a"))
+        edit_config(folder, **extra, peft_version="9.9.0")
+        if not extra:
+            assert diagnose(folder).ok
+            return
+        d = check(folder, f"{len(extra)} setting(s) peft", "does not know", min(extra), "peft 9.9.0",
+                  "Unexpected keyword arguments", "pip install -U peft")
+        assert len(d.problems) == 1
+
+
+def test_a_config_saved_by_this_peft_has_no_unknown_settings(adapter):
+    assert diagnose(adapter).ok
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(added=st.integers(1, 64), head=st.booleans())
+def test_embeddings_saved_for_added_tokens_need_a_resized_base(adapter, added, head):
+    import torch
+
+    tensors = shipped_tensors(SHIPPED)
+    tensors["base_model.model.transformer.wte.weight"] = torch.zeros(1024 + added, 128)
+    if head:
+        tensors["base_model.model.lm_head.weight"] = torch.zeros(1024 + added, 128)
+    save_tensors(adapter, tensors)
+    assert diagnose(adapter).ok  # save_pretrained(save_embedding_layers=True) writes exactly this
+    d = check(adapter, f"for a vocabulary of {1024 + added} tokens", "has 1024", "resize_token_embeddings",
+              base="course")
+    assert len(d.problems) == 1
+
+
+def test_embeddings_of_the_base_size_are_fine(adapter):
+    import torch
+
+    save_tensors(adapter, {**shipped_tensors(SHIPPED),
+                           "base_model.model.transformer.wte.modules_to_save.weight": torch.zeros(1024, 128)})
+    edit_config(adapter, modules_to_save=["wte"])
+    assert diagnose(adapter, base_model="course").ok, str(diagnose(adapter, base_model="course"))
+
+
+def test_trainable_tokens_beyond_the_base_vocabulary(adapter):
+    edit_config(adapter, trainable_token_indices={"wte": [3, 1030]})
+    check(adapter, "trainable_token_indices goes up to token 1030", "resize_token_embeddings", base="course")
+
+
+@pytest.mark.parametrize("task", ["SEQ_CLS", "TOKEN_CLS"])
+def test_a_classification_adapter_without_its_head(adapter, task):
+    edit_config(adapter, task_type=task, modules_to_save=["classifier", "score"])
+    d = check(adapter, f"classification adapter (task_type {task})", "no classifier or score tensor",
+              'modules_to_save=["score"]')
+    assert len(d.problems) == 1
+
+
+def test_a_classification_adapter_with_its_head_fits_a_classifier_base(adapter):
+    import torch
+
+    edit_config(adapter, task_type="SEQ_CLS", modules_to_save=["classifier", "score"])
+    tensors = shipped_tensors(SHIPPED)
+    save_tensors(adapter, {**tensors, "base_model.model.score.modules_to_save.weight": torch.zeros(2, 128)})
+    assert diagnose(adapter, base_model="course").ok, str(diagnose(adapter, base_model="course"))
+    save_tensors(adapter, {**tensors, "base_model.model.score.modules_to_save.weight": torch.zeros(3, 128)})
+    check(adapter, "saves score with shape [3, 128]", "has [2, 128]", "num_labels", base="course")
+
+
+def test_modules_to_save_without_saved_weights(adapter):
+    edit_config(adapter, modules_to_save=["ln_f"])
+    check(adapter, "modules_to_save lists ln_f", "holds no weights for it")
+
+
+@pytest.mark.parametrize("old, new, needle", [
+    ("base_model.model.transformer.", "base_model.model.model.transformer.", "'model.' to '(none)'"),
+    ("base_model.model.transformer.", "base_model.model.", "'(none)' to 'transformer.'"),
+])
+def test_renamed_module_paths_match_nothing_in_the_base(adapter, old, new, needle):
+    save_tensors(adapter, {k.replace(old, new): v for k, v in shipped_tensors(SHIPPED).items()})
+    assert diagnose(adapter).ok  # the file is consistent; only the base shows the renaming
+    d = check(adapter, "16 module path(s) of the adapter match nothing", "Found missing adapter keys",
+              "only a prefix differs", needle, "key_mapping", base="course")
+    assert len(d.problems) == 1
+
+
+def test_cli_reports_an_empty_adapter_with_exit_code_1(adapter):
+    save_tensors(adapter, {})
+    run = run_cli(adapter)
+    assert run.returncode == 1 and "ZeRO-3" in run.stdout and "Traceback" not in run.stdout + run.stderr

@@ -38,6 +38,7 @@ from ..placement import device_name
 from ..roundtrip import compare_logits, logits_of, sample_batch
 from ..shipped import shipped_adapter
 from ..tasks import ner_prompt, sentiment_prompt
+from .checks_advanced import register_advanced_checks
 
 PASS = "✓"
 FAIL = "✗"
@@ -736,3 +737,7 @@ def _ex05_q4(mixed, single) -> str:
                                                 "pass one adapter name per row, in the batch's order.")
     same = sum(m == s for m, s in zip(mixed, single))
     return f"each of the {len(names)} rows right; {same} of {len(names)} rows equal their one-adapter run"
+
+
+# ------------------------------------------------------------------- exercises 6 and 7 (checks_advanced.py)
+register_advanced_checks(_register, _Wrong)

@@ -15,7 +15,9 @@ REPO = Path(__file__).resolve().parents[2]
 # Started together the first time any of them is needed (those that exist).
 BATCH = ["exercises/01_save_adapter.ipynb"] + [
     f"notebooks/{name}.ipynb" for name in ("01_save_adapter", "02_reload_adapter", "03_gotchas_and_errors",
-                                           "04_devices_and_dtypes", "05_multi_adapter_switching")]
+                                           "04_devices_and_dtypes", "05_multi_adapter_switching",
+                                           "06_training_checkpoints_and_new_tokens",
+                                           "07_versions_sharing_and_combining")]
 _runs: dict[str, NotebookRun | Exception] = {}
 _current: list[str] = []
 

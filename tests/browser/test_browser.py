@@ -63,7 +63,7 @@ def test_error_output_is_reported(lab, course_copy):
 
 # ----- the lessons ------------------------------------------------------------------------------
 LESSONS = ["01_save_adapter", "02_reload_adapter", "03_gotchas_and_errors", "04_devices_and_dtypes",
-           "05_multi_adapter_switching"]
+           "05_multi_adapter_switching", "06_training_checkpoints_and_new_tokens", "07_versions_sharing_and_combining"]
 NOTEBOOKS = [f"notebooks/{name}.ipynb" for name in LESSONS]
 
 

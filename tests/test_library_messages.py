@@ -1,0 +1,72 @@
+"""course_utils.library_messages: the warnings of a block, printed once each, stable across machines."""
+import logging
+import os
+import warnings
+
+from course_utils.library_messages import clean, library_messages
+
+
+def test_python_warnings_and_library_logs_are_printed_once_each(capsys):
+    logging.getLogger("transformers").setLevel(logging.ERROR)  # as setup_notebook leaves it
+    with library_messages():
+        warnings.warn("first", UserWarning)
+        warnings.warn("first", UserWarning)
+        logging.getLogger("transformers.modeling_utils").warning("\x1b[1mREPORT\x1b[0m from: %s/model", os.getcwd())
+        logging.getLogger("peft.tuners").info("not a warning")
+    out = capsys.readouterr().out.splitlines()
+    assert out == ["UserWarning: first", "transformers.modeling_utils WARNING: REPORT from: model"]
+    assert logging.getLogger("transformers").level == logging.ERROR  # restored
+
+
+def test_a_silent_block_says_so(capsys):
+    with library_messages():
+        pass
+    assert capsys.readouterr().out == "(no warnings)\n"
+
+
+def test_long_messages_are_cut_with_a_count(capsys):
+    with library_messages(max_lines=2):
+        warnings.warn("a\nb\nc\nd")
+    assert capsys.readouterr().out.splitlines() == ["UserWarning: a", "    b", "    ... (2 more lines)"]
+
+
+def test_clean_makes_paths_relative(tmp_path):
+    assert clean(f"[1mX[0m in {tmp_path}/sub and {tmp_path}", root=tmp_path) == "X in sub and ."
+
+
+def test_the_block_error_still_restores_the_loggers_and_shows_what_was_logged(capsys):
+    logger = logging.getLogger("peft")
+    before = logger.level, list(logger.handlers), logger.propagate
+    try:
+        with library_messages():
+            logging.getLogger("peft.x").warning("details first")
+            raise KeyError("boom")
+    except KeyError:
+        pass
+    assert (logger.level, list(logger.handlers), logger.propagate) == before
+    assert capsys.readouterr().out == "peft.x WARNING: details first\n"
+
+
+def test_noise_stays_hidden_and_the_library_handler_does_not_print_twice(capsys):
+    with library_messages():
+        warnings.warn("`is_gradient_checkpointing` is deprecated and will be removed in v6.", FutureWarning)
+        logging.getLogger("transformers.x").warning("once")
+        logging.getLogger("transformers.y").warning("`loss_type=None` was set in the config but it is unrecognized.")
+    captured = capsys.readouterr()
+    assert captured.out == "transformers.x WARNING: once\n" and "once" not in captured.err
+
+
+def test_a_hidden_message_can_be_shown_when_it_is_the_lesson(capsys):
+    text = "Could not find a config file in base - will assume that the vocabulary was not modified."
+    with library_messages():
+        warnings.warn(text)
+    assert capsys.readouterr().out == "(no warnings)\n"
+    with library_messages(unhide=("Could not find a config file",)):
+        warnings.warn(text)
+    assert capsys.readouterr().out == f"UserWarning: {text}\n"
+
+
+def test_a_very_long_line_is_cut_with_a_count(capsys):
+    with library_messages(max_chars=10):
+        warnings.warn("x" * 30)
+    assert capsys.readouterr().out == "UserWarnin... (33 more characters)\n"
