@@ -25,9 +25,12 @@ setup:
 # Jupyter refuses to start as root (a container, a cloud VM) unless told; say so instead of failing.
 ROOT_ARGS := $(if $(filter 0,$(shell id -u)),--allow-root)
 
+# Opens on the start page, in the course's workspace and settings (scripts/lab_settings.py), and offers only the
+# kernel the notebooks name.
 lab: setup
 	@$(if $(ROOT_ARGS),echo "lab: running as root (a container?): adding --allow-root")
-	$(VENV)/bin/jupyter lab --ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/tree/notebooks $(ROOT_ARGS) $(LAB_ARGS)
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/workspaces/peft-course/tree/notebooks/START_HERE.md \
+		--KernelSpecManager.allowed_kernelspecs=python3 $(ROOT_ARGS) $(LAB_ARGS)
 
 test: export OMP_NUM_THREADS := 1
 test: setup lint

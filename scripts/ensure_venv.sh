@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create .venv with the course's pinned stack, install course_utils editable and register the
-# course's Jupyter kernel (scripts/register_kernel.py). Idempotent: when .venv already matches pyproject.toml it installs nothing.
+# course's Jupyter kernel (scripts/register_kernel.py) and JupyterLab settings (scripts/lab_settings.py). Idempotent: when .venv already matches pyproject.toml it installs nothing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
@@ -21,6 +21,7 @@ stamp="$VENV/.course-installed"
 if [ -x "$VENV/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   echo "setup: $VENV is up to date with pyproject.toml (nothing to install)"
   "$VENV/bin/python" scripts/register_kernel.py --quiet
+  "$VENV/bin/python" scripts/lab_settings.py
   exit 0
 fi
 
@@ -35,3 +36,4 @@ start=$(date +%s)
 echo "$want" > "$stamp"
 echo "setup: installed the pinned stack into $VENV in $(( $(date +%s) - start )) s"
 "$VENV/bin/python" scripts/register_kernel.py
+"$VENV/bin/python" scripts/lab_settings.py

@@ -1,7 +1,8 @@
 """A throw-away JupyterLab server for the browser tests.
 
 It serves a temporary copy of the course's folders, keeps every Jupyter folder (config, runtime, data,
-settings, workspaces) in a temporary directory, turns off the news/update prompts and cell windowing,
+settings, workspaces) in a temporary directory, turns off the news/update prompts and cell windowing
+(or, for the landing-page test, uses ``make lab``'s own arguments and the venv's settings instead),
 and runs in its own process group so that the server and all of its kernels can be ended together.
 """
 from __future__ import annotations
@@ -47,8 +48,10 @@ def jupyter_executable() -> Path:
 class LabServer:
     """``jupyter lab`` on 127.0.0.1 with a token, serving ``root``; ``stop()`` ends its process group."""
 
-    def __init__(self, root: Path, home: Path, timeout: float = 60.0):
+    def __init__(self, root: Path, home: Path, timeout: float = 60.0, lab_args: list[str] | None = None):
+        """``lab_args``: start JupyterLab with these arguments (``make lab``'s) instead of the tests' settings."""
         self.root, self.home = Path(root), Path(home)
+        self.lab_args = lab_args
         self.port = free_port()
         self.token = secrets.token_hex(16)
         self.url = f"http://127.0.0.1:{self.port}"
@@ -60,7 +63,7 @@ class LabServer:
         dirs = {name: self.home / name for name in ("config", "runtime", "data", "settings", "workspaces", "ipython")}
         for d in dirs.values():
             d.mkdir(parents=True, exist_ok=True)
-        for rel, values in LAB_SETTINGS.items():
+        for rel, values in (LAB_SETTINGS if self.lab_args is None else {}).items():
             target = dirs["settings"] / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(json.dumps(values))
@@ -71,9 +74,11 @@ class LabServer:
         cmd = [str(jupyter_executable()), "lab", "--no-browser", "--ip=127.0.0.1", f"--port={self.port}",
                "--port-retries=0", f"--IdentityProvider.token={self.token}",
                f"--ServerApp.root_dir={self.root}", f"--LabApp.user_settings_dir={dirs['settings']}",
-               f"--LabApp.workspaces_dir={dirs['workspaces']}", "--LabApp.news_url=None",
-               "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
-               "--ServerApp.open_browser=False"]
+               f"--LabApp.workspaces_dir={dirs['workspaces']}", "--ServerApp.open_browser=False"]
+        if self.lab_args is None:
+            cmd += ["--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+        else:
+            cmd += self.lab_args
         if os.geteuid() == 0:
             cmd.append("--allow-root")
         log = self.log_path.open("wb")
@@ -100,6 +105,14 @@ class LabServer:
         with urllib.request.urlopen(req, timeout=10) as resp:
             body = resp.read()
         return json.loads(body) if body else None
+
+    @property
+    def workspaces_dir(self) -> Path:
+        return self.home / "workspaces"
+
+    @property
+    def data_dir(self) -> Path:
+        return self.home / "data"
 
     def lab_url(self, rel_path: str) -> str:
         return f"{self.url}/lab/tree/{rel_path}?token={self.token}&reset"

@@ -1,5 +1,7 @@
 """JupyterLab in headless Chromium, used as a learner uses it.
 
+* The landing page, with ``make lab``'s own arguments and the venv's JupyterLab settings: the start page
+  rendered, the lesson names whole, one kernel, no pop-up.
 * The harness itself, on small generated notebooks: a clean run with a quiz passes, and an error
   output is caught (so the lesson tests can fail).
 * Each lesson: Run All shows no error output (except in cells tagged raises-exception), every quiz
@@ -13,12 +15,18 @@ pytest 9.2: xdist 3.8 renames ``item._nodeid``, which pytest 9 no longer reads).
 from __future__ import annotations
 
 import json
+import re
+import shlex
+import subprocess
+import sys
 
 import nbformat
 import pytest
 from lab_page import RAISES_TAG, check_quiz, move_slider, settled_text, wait_text_change
+from lab_server import LabServer
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 from notebook_runs import REPO, ran
+from script_loader import load_script
 
 # ----- the harness ------------------------------------------------------------------------------
 KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
@@ -59,6 +67,72 @@ def test_error_output_is_reported(lab, course_copy):
     ])
     problems = ran(lab, rel, repo=course_copy).problems()
     assert any("cell 1 raised ZeroDivisionError: division by zero" in p for p in problems), problems
+
+
+# ----- the landing page -------------------------------------------------------------------------------
+START_PAGE = "notebooks/START_HERE.md"
+SCREENSHOTS = REPO / "test-output" / "browser"  # where conftest.py keeps the pictures
+
+
+def make_lab_args() -> list[str]:
+    """The arguments ``make lab`` gives ``jupyter lab`` (read with ``make -n``), less the root folder and
+    ``--allow-root``, which LabServer sets for its copy of the course."""
+    dry = subprocess.run(["make", "-n", "lab", "LAB_ARGS="], cwd=REPO, capture_output=True, text=True, check=True)
+    line = next(ln for ln in dry.stdout.replace("\\\n", " ").splitlines() if "/jupyter lab " in ln)
+    args = shlex.split(line)
+    return [a for a in args[args.index("lab") + 1:] if not a.startswith("--ServerApp.root_dir=") and a != "--allow-root"]
+
+
+@pytest.fixture(scope="module")
+def landing_server(course_copy, tmp_path_factory, chromium_executable):
+    """JupyterLab as ``make lab`` starts it after ``make setup``: its arguments, the venv's settings overrides,
+    the course workspace, and a second kernel registered (as setup registers ``peft-course``)."""
+    home = tmp_path_factory.mktemp("landing-home")
+    load_script("lab_settings").install_workspace(home / "workspaces")
+    kernel = home / "data" / "kernels" / "peft-course" / "kernel.json"
+    kernel.parent.mkdir(parents=True)
+    kernel.write_text(json.dumps({"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                                  "display_name": "PEFT adapter course (.venv)", "language": "python"}))
+    server = LabServer(course_copy, home, lab_args=make_lab_args())
+    yield server
+    server.stop()
+
+
+def test_landing_page(landing_server, page):
+    page.goto(f"{landing_server.url}/?token={landing_server.token}")
+    try:
+        page.wait_for_selector(".jp-MarkdownViewer .jp-RenderedMarkdown h1", timeout=60_000)
+        assert page.url.endswith(f"/tree/{START_PAGE}"), page.url
+        tabs = page.locator(".lm-DockPanel-tabBar .lm-TabBar-tab").all_inner_texts()
+        assert [t.strip() for t in tabs] == ["START_HERE.md"], f"the main area shows {tabs}, not the start page alone"
+        assert page.locator(".jp-RenderedMarkdown h1").first.inner_text().startswith("Start here")
+        links = page.locator(".jp-RenderedMarkdown table a").evaluate_all("els => els.map(e => e.getAttribute('href'))")
+        lessons = sorted(p.name for p in (REPO / "notebooks").glob("0*.ipynb"))
+        linked = sorted(m.group(1) for x in links if (m := re.search(r"/files/notebooks/(0[^/?]+\.ipynb)", x)))
+        assert linked == lessons, f"the start page links {linked}"
+
+        names = page.locator(".jp-DirListing-itemText").evaluate_all(
+            "els => els.map(e => [e.innerText, e.scrollWidth <= e.clientWidth])")
+        assert sorted(n for n, _ in names) == sorted(lessons + ["START_HERE.md"]), "the file browser is not in notebooks/"
+        cut = [n for n, whole in names if not whole]
+        assert not cut, f"the file browser cuts these names: {cut}"
+
+        page.wait_for_timeout(5000)  # JupyterLab asks about news a few seconds after it starts
+        toasts = page.locator(".Toastify__toast").all_inner_texts()
+        assert not toasts, f"pop-up notifications on the landing page: {toasts}"
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / "landing.png"))
+
+        specs = landing_server.api("GET", "/api/kernelspecs")["kernelspecs"]
+        assert sorted(specs) == ["python3"], f"make lab offers the kernels {sorted(specs)}"
+        page.locator("#jp-MainMenu .lm-MenuBar-item", has_text="File").click()
+        page.locator(".lm-Menu-item", has_text="New Launcher").first.click()
+        cards = page.locator(".jp-Launcher-section").filter(has_text="Notebook").first.locator(".jp-LauncherCard")
+        cards.first.wait_for()
+        kernels = [" ".join(t.split()) for t in cards.all_inner_texts()]
+        assert kernels == ["Python 3 (ipykernel)"], f"the Launcher offers the kernels {kernels}"
+    finally:
+        page.goto("about:blank")  # the lesson tests open their own server's page
 
 
 # ----- the lessons ------------------------------------------------------------------------------

@@ -1,0 +1,75 @@
+"""scripts/lab_settings.py: the settings and workspace `make lab` opens with, installed without clobbering."""
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from jupyterlab.commands import get_workspaces_dir
+from jupyterlab_server.workspaces_handler import WorkspacesManager
+from script_loader import load_script
+
+ls = load_script("lab_settings")
+SCHEMAS = Path(sys.prefix) / "share" / "jupyter" / "lab" / "schemas"
+
+
+def test_merge_keeps_other_overrides_and_sets_the_course_values():
+    mine = {"@jupyterlab/apputils-extension:themes": {"theme": "JupyterLab Dark"},
+            "@jupyterlab/apputils-extension:notification": {"fetchNews": "true", "doNotDisturbMode": True}}
+    out = ls.merged(mine)
+    assert out["@jupyterlab/apputils-extension:themes"] == {"theme": "JupyterLab Dark"}
+    assert out["@jupyterlab/apputils-extension:notification"] == {
+        "fetchNews": "false", "checkForUpdates": False, "doNotDisturbMode": True}
+    assert mine["@jupyterlab/apputils-extension:notification"]["fetchNews"] == "true"  # input untouched
+
+
+def test_install_is_idempotent(tmp_path):
+    path = tmp_path / "settings" / "overrides.json"
+    assert ls.install(path) is True
+    first = path.read_text()
+    assert json.loads(first) == ls.COURSE_SETTINGS
+    assert ls.install(path) is False
+    assert path.read_text() == first
+
+
+@pytest.mark.parametrize("text, match", [("{not json", "is not valid JSON"), ("[1, 2]", "must hold a JSON object")])
+def test_a_broken_overrides_file_is_one_clear_error_and_kept(tmp_path, text, match):
+    path = tmp_path / "overrides.json"
+    path.write_text(text)
+    with pytest.raises(SystemExit, match=match):
+        ls.install(path)
+    assert path.read_text() == text
+
+
+@pytest.mark.parametrize("plugin", sorted(ls.COURSE_SETTINGS))
+def test_every_setting_exists_in_the_installed_jupyterlab(plugin):
+    """A setting JupyterLab renamed or dropped would be ignored silently: check it against the schema."""
+    package, name = plugin.split(":")
+    schema = json.loads((SCHEMAS / package / f"{name}.json").read_text())
+    for key, value in ls.COURSE_SETTINGS[plugin].items():
+        assert key in schema["properties"], f"{plugin} has no setting {key!r} in this JupyterLab"
+        prop = schema["properties"][key]
+        allowed = [o["const"] for o in prop.get("oneOf", []) if "const" in o] or prop.get("enum")
+        if allowed:
+            assert value in allowed, f"{plugin}.{key}={value!r} is not one of {allowed}"
+        kind = {"string": str, "boolean": bool, "object": dict}.get(prop.get("type"))
+        if kind:
+            assert isinstance(value, kind), f"{plugin}.{key} must be a {prop['type']}"
+
+
+def test_workspace_written_once_and_readable_by_jupyterlab(tmp_path):
+    assert ls.has_workspace(tmp_path) is False
+    assert ls.install_workspace(tmp_path) is True
+    loaded = WorkspacesManager(tmp_path).load(ls.WORKSPACE)
+    assert loaded["data"] == ls.WORKSPACE_DATA
+    assert loaded["metadata"]["id"] == ls.WORKSPACE
+    # The learner's own layout is kept.
+    mine = {"data": {"file-browser-filebrowser:cwd": {"path": "exercises"}}, "metadata": {"id": ls.WORKSPACE}}
+    WorkspacesManager(tmp_path).save(ls.WORKSPACE, json.dumps(mine))
+    assert ls.install_workspace(tmp_path) is False
+    assert WorkspacesManager(tmp_path).load(ls.WORKSPACE)["data"] == mine["data"]
+
+
+def test_workspaces_dir_follows_jupyterlab(monkeypatch, tmp_path):
+    assert ls.workspaces_dir() == Path(get_workspaces_dir())
+    monkeypatch.setenv("JUPYTERLAB_WORKSPACES_DIR", str(tmp_path))
+    assert ls.workspaces_dir() == Path(get_workspaces_dir()) == tmp_path

@@ -1,0 +1,29 @@
+"""notebooks/START_HERE.md, the page `make lab` opens on: it links every lesson and exercise, with README's times."""
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).parents[1]
+START = ROOT / "notebooks" / "START_HERE.md"
+
+
+def _rows(text: str) -> dict[str, list[str]]:
+    """Markdown table rows that link a lesson notebook: notebook file name -> the row's cells."""
+    rows = {}
+    for line in text.splitlines():
+        link = re.search(r"\]\((?:notebooks/)?(0\d_\w+\.ipynb)\)", line)
+        if line.startswith("|") and link:
+            rows[link.group(1)] = [c.strip() for c in line.strip("|").split("|")]
+    return rows
+
+
+def test_every_lesson_and_its_exercise_is_linked():
+    text = START.read_text()
+    lessons = sorted(p.name for p in (ROOT / "notebooks").glob("0*.ipynb"))
+    assert sorted(_rows(text)) == lessons
+    for target in re.findall(r"\]\(([^)]+)\)", text):
+        assert (START.parent / target).resolve().is_file(), f"START_HERE.md links {target}, which does not exist"
+
+
+def test_times_match_the_readme_syllabus():
+    mine, readme = _rows(START.read_text()), _rows((ROOT / "README.md").read_text())
+    assert {nb: row[-1] for nb, row in mine.items()} == {nb: row[-1] for nb, row in readme.items()}
