@@ -83,7 +83,9 @@ def test_ex06_q2_a_config_that_loses_the_head():
 def test_ex06_q3_a_checkpoint_to_continue_from(tmp_path, capsys):
     trained = fixed_lora(load_base_model())
     trained.save_pretrained(tmp_path / "checkpoint-4")
-    load = lambda **kw: PeftModel.from_pretrained(load_base_model(), tmp_path / "checkpoint-4", **kw)
+    def load(**kw):
+        return PeftModel.from_pretrained(load_base_model(), tmp_path / "checkpoint-4", **kw)
+
     passes("ex06_q3", capsys, continued=load(is_trainable=True), reference=trained)
     fails("ex06_q3", "are frozen", continued=load(), reference=trained)
     with pytest.warns(UserWarning, match="second time"):

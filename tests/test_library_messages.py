@@ -9,8 +9,8 @@ from course_utils.library_messages import clean, library_messages
 def test_python_warnings_and_library_logs_are_printed_once_each(capsys):
     logging.getLogger("transformers").setLevel(logging.ERROR)  # as setup_notebook leaves it
     with library_messages():
-        warnings.warn("first", UserWarning)
-        warnings.warn("first", UserWarning)
+        warnings.warn("first", UserWarning, stacklevel=1)
+        warnings.warn("first", UserWarning, stacklevel=1)
         logging.getLogger("transformers.modeling_utils").warning("\x1b[1mREPORT\x1b[0m from: %s/model", os.getcwd())
         logging.getLogger("peft.tuners").info("not a warning")
     out = capsys.readouterr().out.splitlines()
@@ -26,7 +26,7 @@ def test_a_silent_block_says_so(capsys):
 
 def test_long_messages_are_cut_with_a_count(capsys):
     with library_messages(max_lines=2):
-        warnings.warn("a\nb\nc\nd")
+        warnings.warn("a\nb\nc\nd", stacklevel=1)
     assert capsys.readouterr().out.splitlines() == ["UserWarning: a", "    b", "    ... (2 more lines)"]
 
 
@@ -49,7 +49,7 @@ def test_the_block_error_still_restores_the_loggers_and_shows_what_was_logged(ca
 
 def test_noise_stays_hidden_and_the_library_handler_does_not_print_twice(capsys):
     with library_messages():
-        warnings.warn("`is_gradient_checkpointing` is deprecated and will be removed in v6.", FutureWarning)
+        warnings.warn("`is_gradient_checkpointing` is deprecated and will be removed in v6.", FutureWarning, stacklevel=1)
         logging.getLogger("transformers.x").warning("once")
         logging.getLogger("transformers.y").warning("`loss_type=None` was set in the config but it is unrecognized.")
     captured = capsys.readouterr()
@@ -59,14 +59,14 @@ def test_noise_stays_hidden_and_the_library_handler_does_not_print_twice(capsys)
 def test_a_hidden_message_can_be_shown_when_it_is_the_lesson(capsys):
     text = "Could not find a config file in base - will assume that the vocabulary was not modified."
     with library_messages():
-        warnings.warn(text)
+        warnings.warn(text, stacklevel=1)
     assert capsys.readouterr().out == "(no warnings)\n"
     with library_messages(unhide=("Could not find a config file",)):
-        warnings.warn(text)
+        warnings.warn(text, stacklevel=1)
     assert capsys.readouterr().out == f"UserWarning: {text}\n"
 
 
 def test_a_very_long_line_is_cut_with_a_count(capsys):
     with library_messages(max_chars=10):
-        warnings.warn("x" * 30)
+        warnings.warn("x" * 30, stacklevel=1)
     assert capsys.readouterr().out == "UserWarnin... (33 more characters)\n"

@@ -22,6 +22,7 @@ from pathlib import Path
 import nbformat
 
 from ..folders import staged_folder
+from ..maintenance.execute import execute_notebook
 from ..maintenance.repo import EXERCISES, SOLUTIONS
 from ..messages import one_line
 from .checks import CHECKS, stub_message
@@ -141,16 +142,34 @@ def render(nb) -> str:
     return nbformat.writes(nb) + "\n"
 
 
+def _canonical(text: str) -> str:
+    """A notebook's sources and metadata, without outputs or counts: what the solutions decide."""
+    nb = nbformat.reads(text, as_version=4)
+    for cell in nb.cells:
+        cell.metadata.pop("execution", None)
+        if cell.cell_type == "code":
+            cell.outputs, cell.execution_count = [], None
+    nb.metadata.pop("widgets", None)
+    return nbformat.writes(nb)
+
+
 def build(solutions: Path = SOLUTIONS, dest: Path = EXERCISES, write: bool = True) -> list[Path]:
-    """Regenerate every student copy; return the copies that were (or, with ``write=False``, would be) changed."""
+    """Regenerate every student copy; return the copies whose sources or metadata were (or, with
+    ``write=False``, would be) changed.
+
+    Writing also re-executes every copy in a fresh kernel (``make outputs``), so its stored outputs are the
+    ones a learner's first run gives: a given cell can print a once-per-process library warning that the
+    solution printed earlier, in an answer the copy does not have. Strict nbval then compares against them.
+    """
     changed = []
     for path in solution_paths(solutions):
         text = render(student_copy(nbformat.read(path, as_version=4)))
         target = Path(dest) / path.name
-        if not target.is_file() or target.read_text(encoding="utf-8") != text:
+        if not target.is_file() or _canonical(target.read_text(encoding="utf-8")) != _canonical(text):
             changed.append(target)
-            if write:
-                target.write_text(text, encoding="utf-8")
+        if write:
+            target.write_text(text, encoding="utf-8")
+            execute_notebook(target)
     return changed
 
 
@@ -169,7 +188,8 @@ def run_build(check_only: bool = False) -> int:
             print(f"stale: {p.relative_to(EXERCISES.parent)} (run `python -m course_utils exercises build`)")
         print(f"{n} solution notebooks, {len(changed)} stale student copies ({took:.1f} s)")
         return 1 if changed else 0
-    print(f"{n} solution notebooks -> {len(changed)} student copies rewritten ({took:.1f} s)")
+    print(f"{n} solution notebooks -> {n} student copies written and executed, {len(changed)} with new cells "
+          f"({took:.1f} s)")
     return 0
 
 

@@ -316,7 +316,7 @@ def check_quiz(lab: Lab, box: Locator) -> str:
     for index, expected in ((wrong_i, WRONG), (right_i, RIGHT)):
         radios.nth(index).check()
         box.get_by_role("button", name="Check").click()
-        _wait(lambda: feedback.inner_text().strip().startswith(expected), 20,
+        _wait(lambda expected=expected: feedback.inner_text().strip().startswith(expected), 20,
               f"{expected!r} after checking option {labels[index]!r} (shown: {feedback.inner_text()!r})")
     return labels[right_i]
 
