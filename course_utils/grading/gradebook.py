@@ -83,7 +83,7 @@ def merge(results: list[dict]) -> tuple[list[dict], list[str]]:
         if r["notebook"] in by_path:
             problems.append(f"{r['notebook']}: graded in more than one shard; kept the last")
         by_path[r["notebook"]] = r
-    shards = {r.get("shard") for r in by_path.values() if r.get("shard")}
+    shards = {r.get("shard") for r in results if isinstance(r.get("shard"), str) and r.get("shard")}
     counts = set()
     for s in shards:
         try:

@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import nbformat
+from jupyter_core.utils import run_sync
 from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
@@ -395,7 +396,7 @@ def run_cells(cells: list[_Cell], workdir: Path, grading: Grading, messages: lis
             break
         finally:
             if km.has_kernel:  # the client leaves a kernel it did not create running
-                km.shutdown_kernel(now=True)
+                run_sync(km.shutdown_kernel)(now=True)
             shutil.rmtree(spec_dir, ignore_errors=True)
     return outcomes
 

@@ -17,7 +17,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from jupyter_client import KernelManager
+from jupyter_client import AsyncKernelManager, KernelManager
 from jupyter_client.kernelspec import KernelSpecManager
 
 from ..maintenance.notebook_env import ENV
@@ -78,11 +78,13 @@ class Sandbox:
                 # the kernel's parent is bwrap's init (PID 1) here: ipykernel must not poll for the grader's PID
                 "--setenv", "JPY_PARENT_PID", "1", *argv]
 
-    def kernel_manager(self, workdir: Path, spec_dir: Path, readable: tuple[Path, ...] = ()) -> KernelManager:
+    def kernel_manager(self, workdir: Path, spec_dir: Path, readable: tuple[Path, ...] = (),
+                       manager: type[KernelManager] = AsyncKernelManager) -> KernelManager:
         """A KernelManager whose kernel runs in this sandbox, talking over Unix sockets in ``workdir``.
 
         ``spec_dir`` holds the generated kernelspec and connection file; it must be outside ``workdir`` (the
-        kernel reads it but cannot write it). ``readable``: more grader folders the kernel reads.
+        kernel reads it but cannot write it). ``readable``: more grader folders the kernel reads. ``manager``:
+        nbclient drives an AsyncKernelManager (a blocking one hides its timeouts and dead kernels).
         """
         kernels = spec_dir / "kernels"
         folder = kernels / SANDBOX_KERNEL
@@ -93,7 +95,7 @@ class Sandbox:
                 "env": env}
         (folder / "kernel.json").write_text(json.dumps(spec), encoding="utf-8")
         specs = KernelSpecManager(kernel_dirs=[str(kernels)], ensure_native_kernel=False)
-        km = KernelManager(kernel_name=SANDBOX_KERNEL, kernel_spec_manager=specs, transport="ipc",
+        km = manager(kernel_name=SANDBOX_KERNEL, kernel_spec_manager=specs, transport="ipc",
                            ip=str(workdir / ".kernel"))
         km.connection_file = str(spec_dir / "connection.json")
         return km

@@ -14,11 +14,37 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import io
+import os
 import sys
+import sysconfig
 
 PLAIN = (int, float, str, bool, bytes, type(None))
 CONTAINERS = (list, tuple, set, frozenset)
 _MAX_DEPTH = 4
+# Methods that decide comparisons and truth: written anywhere but the installed libraries, they can fake a match.
+_DECIDING = ("__eq__", "__ne__", "__bool__", "__len__", "__hash__", "__lt__", "__le__", "__gt__", "__ge__",
+             "__float__", "__int__", "__index__", "__iter__", "__contains__", "__getattr__", "__getattribute__",
+             "__instancecheck__", "__class__")
+
+
+def _library_roots() -> tuple[str, ...]:
+    paths = sysconfig.get_paths()
+    roots = {paths[k] for k in ("stdlib", "platstdlib", "purelib", "platlib") if k in paths}
+    course = sys.modules.get("course_utils")
+    if course is not None and getattr(course, "__file__", None):
+        roots.add(os.path.dirname(course.__file__))
+    return tuple(os.path.realpath(r) + os.sep for r in roots)
+
+
+def _defined_outside_libraries(kind: type) -> bool:
+    """Whether a deciding method of ``kind`` (or its bases) is Python code from outside the installed libraries."""
+    roots = _library_roots()
+    for klass in kind.__mro__:
+        for name in _DECIDING:
+            code = getattr(klass.__dict__.get(name), "__code__", None)
+            if code is not None and not os.path.realpath(code.co_filename).startswith(roots):
+                return True
+    return False
 
 
 def foreign_type(value, depth: int = 0) -> str | None:
@@ -32,7 +58,9 @@ def foreign_type(value, depth: int = 0) -> str | None:
     if kind is dict:
         items = list(value.items())[:1000]
         return next((bad for kv in items for v in kv if (bad := foreign_type(v, depth + 1))), None)
-    if any(issubclass(kind, plain) for plain in (*PLAIN[:-1], *CONTAINERS, dict)) and kind.__module__ != "pathlib":
+    if any(issubclass(kind, plain) for plain in (*PLAIN[:-1], *CONTAINERS, dict)):
+        return kind.__qualname__
+    if _defined_outside_libraries(kind):
         return kind.__qualname__
     module = sys.modules.get(getattr(kind, "__module__", "") or "")
     if module is None or module.__name__ == "__main__":
