@@ -27,8 +27,10 @@ EX01 = "01_save_adapter"
 
 
 def nbgrader(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """Run nbgrader; it calls ``alembic`` by name, so the environment's bin folder goes first on PATH."""
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     return subprocess.run([NBGRADER, *args], cwd=cwd, check=False, capture_output=True, text=True, timeout=900,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", "PATH": path})
 
 
 def partly_right() -> nbformat.NotebookNode:
