@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from ..grading.grader import default_jobs
-from .notebook_env import ENV
+from .notebook_env import notebook_environ
 from .repo import EXERCISES, SOLUTIONS
 
 
@@ -24,7 +24,7 @@ def import_floor_seconds(repeats: int = 3) -> float:
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "import peft"], check=True, env={**ENV})
+        subprocess.run([sys.executable, "-c", "import peft"], check=True, env=notebook_environ())
         times.append(time.perf_counter() - start)
     return sorted(times)[len(times) // 2]
 
@@ -47,7 +47,7 @@ def grading_throughput(students: int = 2, jobs: int | None = None) -> dict:
         m = class_batch(Path(tmp), students)
         start = time.perf_counter()
         run = subprocess.run([sys.executable, "-m", "course_utils", "grade", tmp, "--json", "--jobs", str(cores)],
-                             check=False, capture_output=True, text=True, env={**ENV})
+                             check=False, capture_output=True, text=True, env=notebook_environ())
         wall = time.perf_counter() - start
     graded = len(run.stdout.splitlines())
     floor = m * floor_t / cores
