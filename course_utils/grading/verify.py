@@ -36,13 +36,21 @@ def _library_roots() -> tuple[str, ...]:
     return tuple(os.path.realpath(r) + os.sep for r in roots)
 
 
-def _defined_outside_libraries(kind: type) -> bool:
-    """Whether a deciding method of ``kind`` (or its bases) is Python code from outside the installed libraries."""
+def _outside(filename: str, roots: tuple[str, ...]) -> bool:
+    return not os.path.realpath(filename).startswith(roots)
+
+
+def _defined_outside_libraries(kind: type, module) -> bool:
+    """Whether ``kind``'s module, or a deciding method of it or its bases, is a file outside the installed
+    libraries. Methods generated at run time (``<string>``: dataclasses) count as their class's module."""
     roots = _library_roots()
+    file = getattr(module, "__file__", None)
+    if (file is None and module.__name__ not in sys.builtin_module_names) or (file and _outside(file, roots)):
+        return True
     for klass in kind.__mro__:
         for name in _DECIDING:
             code = getattr(klass.__dict__.get(name), "__code__", None)
-            if code is not None and not os.path.realpath(code.co_filename).startswith(roots):
+            if code is not None and not code.co_filename.startswith("<") and _outside(code.co_filename, roots):
                 return True
     return False
 
@@ -60,10 +68,8 @@ def foreign_type(value, depth: int = 0) -> str | None:
         return next((bad for kv in items for v in kv if (bad := foreign_type(v, depth + 1))), None)
     if any(issubclass(kind, plain) for plain in (*PLAIN[:-1], *CONTAINERS, dict)):
         return kind.__qualname__
-    if _defined_outside_libraries(kind):
-        return kind.__qualname__
     module = sys.modules.get(getattr(kind, "__module__", "") or "")
-    if module is None or module.__name__ == "__main__":
+    if module is None or module.__name__ == "__main__" or _defined_outside_libraries(kind, module):
         return kind.__qualname__
     found = module
     for part in kind.__qualname__.split("."):
