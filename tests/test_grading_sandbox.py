@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from jupyter_client import KernelManager
 
+from course_utils.grading.grader import grade_path, prepare
 from course_utils.grading.sandbox import Sandbox, make_sandbox, required_in_ci
 from course_utils.maintenance.repo import REPO
 
@@ -90,3 +91,9 @@ def test_kernel_writes_only_its_folder_has_no_network_and_a_memory_cap():
     assert "no network" in out and "memory capped" in out and out.endswith("True]"), out
     left = subprocess.run(["pgrep", "-f", "sleep 6151.5"], check=False, capture_output=True, text=True)
     assert left.stdout == "", "a detached process outlived its sandboxed kernel"
+
+
+def test_without_bwrap_the_grader_still_grades_and_names_isolation_none(tmp_path):
+    grading = prepare(tmp_path, sandbox=Sandbox(None, 2**32))
+    result = grade_path(REPO / "exercises" / "solutions" / "01_save_adapter.ipynb", grading)
+    assert (result.score, result.max_score, result.isolation) == (6, 6, "none"), result
