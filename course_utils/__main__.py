@@ -35,7 +35,12 @@ def _grade(args) -> int:
     run_grade = _load(".grading.grader").run_grade
     return run_grade(args.paths, as_json=args.json, csv_path=args.csv, solutions=args.solutions,
                      cell_timeout=args.cell_timeout, total_timeout=args.total_timeout,
-                     locked_timeout=args.locked_timeout)
+                     locked_timeout=args.locked_timeout, jobs=args.jobs, shard=args.shard, memory_gib=args.memory)
+
+
+def _merge(args) -> int:
+    run_merge = _load(".grading.gradebook").run_merge
+    return run_merge(args.files, csv_path=args.csv, json_path=args.json_out)
 
 
 def _exercises(args) -> int:
@@ -79,7 +84,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--locked-timeout", type=float, default=120,
                    help="seconds for one given or check cell (default 120)")
     p.add_argument("--total-timeout", type=float, default=600, help="seconds per submission (default 600)")
+    p.add_argument("--jobs", type=int, help="submissions graded side by side (default: the cores available)")
+    p.add_argument("--shard", metavar="I/N", help="grade only shard I of N (0 <= I < N) of the sorted paths")
+    p.add_argument("--memory", type=float, default=4, metavar="GIB",
+                   help="memory cap of each submission's kernel in GiB (default 4; 0: none)")
     p.set_defaults(func=_grade)
+    p = sub.add_parser("merge", help="join the `grade --json` lines of several shards into one gradebook")
+    p.add_argument("files", nargs="+", metavar="JSONL")
+    p.add_argument("--csv", metavar="FILE", help="write the merged gradebook (one row per submission)")
+    p.add_argument("--json-out", metavar="FILE", help="write the merged JSON lines, sorted by notebook")
+    p.set_defaults(func=_merge)
     p = sub.add_parser("exercises", help="`exercises build` writes the student copies; `exercises release DIR` "
                                          "writes the learners' handout (no solutions, no outputs)")
     p.add_argument("action", choices=["build", "release"])

@@ -3,8 +3,10 @@ with clear messages while the batch goes on. Runs the real CLI (fresh kernels), 
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -12,15 +14,17 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from course_utils.grading.grader import plan_cells
+from course_utils.grading import grader
+from course_utils.grading.grader import identify_exercise, plan_cells, read_submission
 from course_utils.grading.student_copies import check_id_of
 from course_utils.maintenance.repo import EXERCISES, SOLUTIONS
 
 EX01 = SOLUTIONS / "01_save_adapter.ipynb"
+CHECKS_PY = Path(grader.__file__).with_name("checks.py")
 
 
 def grade_cli(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "course_utils", "grade", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "course_utils", "grade", *args], check=False, capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, "HF_HUB_OFFLINE": "1"})
 
 
@@ -65,26 +69,114 @@ def crashing() -> nbformat.NotebookNode:
     return nb
 
 
+def hostile_forgers() -> nbformat.NotebookNode:
+    """Wrong answers behind the four forgeries of the issue: ``check`` rebound to a no-op, error output
+    silenced, answers whose ``__eq__`` always says True, and an input transformer rewriting check cells."""
+    nb = nbformat.read(EX01, as_version=4)
+    _cell(nb, "ex01_q1_answer").source = (
+        'config = LoraConfig(r=8, target_modules=["c_attn"])\n'
+        "model = get_peft_model(load_base_model(), config)\n"
+        "import course_utils.grading.checks as C\n"
+        'C.check = lambda *a, **k: print("✓ ex01_q1: passed (+2 points)")\n'
+        "check = C.check")
+    _cell(nb, "ex01_q2_answer").source = (
+        'folder = SAVED / "never_saved"\n'
+        "get_ipython().showtraceback = lambda *a, **k: None")
+    _cell(nb, "ex01_q3_answer").source = (
+        "class Files(list):\n"
+        "    def __eq__(self, other):\n"
+        "        return True\n"
+        'files = Files(["adapter_config.json"])')
+    _cell(nb, "ex01_q4_answer").source = (
+        "class AlwaysEqual(int):\n"
+        "    def __eq__(self, other):\n"
+        "        return True\n"
+        "    __hash__ = int.__hash__\n"
+        "n_tensors = AlwaysEqual(24)\n"
+        "def hide_checks(lines):\n"
+        '    return ["pass\\n"] if any("check(" in line for line in lines) else lines\n'
+        "get_ipython().input_transformers_post.append(hide_checks)")
+    return nb
+
+
+ESCAPE_MARK = "grader-escape-7919"
+
+
+def hostile_escaper() -> nbformat.NotebookNode:
+    """A right first answer, then attacks on the grader and the machine: rewrite the checkout's solutions and
+    checks, write outside its folder, leave a detached process, and rewrite every later cell to ``pass``."""
+    nb = nbformat.read(EX01, as_version=4)
+    _cell(nb, "ex01_q1_answer").source += (
+        "\nimport subprocess, pathlib\n"
+        f"for target in [{str(EX01)!r}, {str(CHECKS_PY)!r}, '/tmp/{ESCAPE_MARK}', '/root/{ESCAPE_MARK}']:\n"
+        "    try:\n"
+        "        pathlib.Path(target).write_text('{}')\n"
+        "    except OSError as exc:\n"
+        "        print('blocked', target, exc)\n"
+        "subprocess.Popen(['sleep', '7919.5'], start_new_session=True)\n"
+        "get_ipython().input_transformers_post.append(lambda lines: ['pass\\n'])")
+    return nb
+
+
+def replay_times_out() -> nbformat.NotebookNode:
+    """A first answer that is quick once but hangs when replayed, then an answer that kills the kernel."""
+    nb = nbformat.read(EX01, as_version=4)
+    _cell(nb, "ex01_q1_answer").source += (
+        '\nimport time\nmark = Path("ran_once")\nif mark.exists():\n    time.sleep(999)\nmark.touch()')
+    _cell(nb, "ex01_q2_answer").source = "import os\nos._exit(1)"
+    return nb
+
+
+def malformed() -> dict:
+    """Right answers in a notebook whose metadata has the wrong types: course_exercise a list, the first
+    answer's nbgrader metadata a string, a cell's source a number, a cell that is not an object."""
+    nb = json.loads(EX01.read_text())
+    nb["metadata"]["course_exercise"] = ["01_save_adapter"]
+    cells = nb["cells"]
+    q1 = next(c for c in cells if c.get("metadata", {}).get("nbgrader", {}).get("grade_id") == "ex01_q1_answer")
+    q1["metadata"]["nbgrader"] = "solution"
+    cells.append({"cell_type": "code", "source": 5, "metadata": {"nbgrader": []}})
+    cells.append("not a cell")
+    return nb
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 @pytest.fixture(scope="module")
 def broken_batch(tmp_path_factory):
     folder = tmp_path_factory.mktemp("submissions")
     nbformat.write(tampered(), folder / "01_save_adapter_tampered.ipynb")
     nbformat.write(crashing(), folder / "01_save_adapter_crashing.ipynb")
+    nbformat.write(hostile_forgers(), folder / "01_save_adapter_forgers.ipynb")
+    nbformat.write(hostile_escaper(), folder / "01_save_adapter_escaper.ipynb")
+    nbformat.write(replay_times_out(), folder / "01_save_adapter_replay.ipynb")
+    (folder / "01_save_adapter_malformed.ipynb").write_text(json.dumps(malformed()))
+    shutil.copy(EXERCISES / "01_save_adapter.ipynb", folder / "01_save_adapter_zstub.ipynb")
     (folder / "01_save_adapter_garbage.ipynb").write_text("{ this is not json")
+    (folder / "01_save_adapter_empty.ipynb").write_bytes(b"")
+    (folder / "01_save_adapter_list.ipynb").write_text("[1, 2]")
     other = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print(1)")])
     nbformat.write(other, folder / "zz_notes.ipynb")
     gradebook = folder / "gradebook.csv"
+    protected = {p: _sha(p) for p in (EX01, CHECKS_PY)}
     run = grade_cli(str(folder), str(folder / "missing.ipynb"), "--json", "--csv", str(gradebook),
-                    "--cell-timeout", "5", "--total-timeout", "600")
-    return run, results_of(run), gradebook
+                    "--cell-timeout", "5", "--total-timeout", "600", "--jobs", "2")
+    return run, results_of(run), gradebook, protected
+
+
+NAMES = {"01_save_adapter_tampered.ipynb", "01_save_adapter_crashing.ipynb", "01_save_adapter_forgers.ipynb",
+         "01_save_adapter_escaper.ipynb", "01_save_adapter_replay.ipynb", "01_save_adapter_malformed.ipynb",
+         "01_save_adapter_zstub.ipynb", "01_save_adapter_garbage.ipynb", "01_save_adapter_empty.ipynb",
+         "01_save_adapter_list.ipynb", "zz_notes.ipynb"}
 
 
 def test_batch_goes_on_and_reports_every_submission(broken_batch):
-    run, results, _ = broken_batch
-    assert set(results) == {"01_save_adapter_tampered.ipynb", "01_save_adapter_crashing.ipynb",
-                            "01_save_adapter_garbage.ipynb", "zz_notes.ipynb"}
+    run, results, *_ = broken_batch
+    assert set(results) == NAMES
     assert run.returncode == 1 and "missing.ipynb: no such file or folder" in run.stderr
-    assert "grading [" in run.stderr and "4/4 done" in run.stderr
+    assert "grading [" in run.stderr and "11/11 done" in run.stderr
     for r in results.values():
         assert set(r) >= {"notebook", "exercise", "score", "max_score", "questions"}
         for q in r["questions"]:
@@ -123,7 +215,7 @@ def test_unreadable_and_foreign_notebooks(broken_batch):
 
 def test_gradebook_has_a_row_per_submission_and_a_column_per_question(broken_batch):
     rows = list(csv.DictReader(broken_batch[2].open()))
-    assert len(rows) == 4
+    assert len(rows) == len(NAMES)
     tampered_row = next(r for r in rows if r["notebook"].endswith("tampered.ipynb"))
     assert [tampered_row[k] for k in ("ex01_q1", "ex01_q2", "ex01_q3", "ex01_q4", "score")] == ["0", "2", "1", "0", "3"]
 
@@ -140,7 +232,7 @@ def test_plan_keeps_learner_answers_and_restores_locked_cells():
 
 
 def test_solutions_get_full_marks_and_student_copies_zero():
-    run = grade_cli(str(SOLUTIONS), str(EXERCISES), "--json")
+    run = grade_cli(str(SOLUTIONS), str(EXERCISES), "--json", "--jobs", "2")
     assert run.returncode == 0
     results = [json.loads(line) for line in run.stdout.splitlines()]
     assert "Traceback" not in run.stderr
@@ -152,3 +244,72 @@ def test_solutions_get_full_marks_and_student_copies_zero():
     for r in students:
         assert r["score"] == 0 and r["max_score"] > 0, r
         assert all("is still None" in q["feedback"] for q in r["questions"]), r
+
+
+def test_forged_checks_earn_nothing(broken_batch):
+    r = broken_batch[1]["01_save_adapter_forgers.ipynb"]
+    q = by_id(r)
+    assert r["score"] == 0 and r["isolation"] == "bubblewrap", r
+    assert "rank r=8" in q["ex01_q1"]["feedback"] or "c_proj" in q["ex01_q1"]["feedback"], q["ex01_q1"]
+    assert "Files" in q["ex01_q3"]["feedback"] and "AlwaysEqual" in q["ex01_q4"]["feedback"]
+
+
+def test_escapes_change_nothing_outside_the_submission(broken_batch):
+    _, results, _, protected = broken_batch
+    r = results["01_save_adapter_escaper.ipynb"]
+    q = by_id(r)
+    assert q["ex01_q1"]["passed"] and r["score"] == 2, r  # the right answer still counts; nothing else ran
+    assert all(_sha(p) == digest for p, digest in protected.items())
+    assert not Path(f"/tmp/{ESCAPE_MARK}").exists() and not Path(f"/root/{ESCAPE_MARK}").exists()
+    left = subprocess.run(["pgrep", "-f", "sleep 7919.5"], check=False, capture_output=True, text=True)
+    assert left.stdout == "", "a process started by a submission outlived its grading"
+    assert results["01_save_adapter_zstub.ipynb"]["score"] == 0
+
+
+def test_a_replayed_cell_that_times_out_says_so(broken_batch):
+    r = broken_batch[1]["01_save_adapter_replay.ipynb"]
+    q = by_id(r)
+    assert q["ex01_q1"]["passed"] and "kernel died" in q["ex01_q2"]["feedback"]
+    notes = " ".join(r["messages"])
+    assert "while replaying the earlier cells" in notes and "answer cell ex01_q1_answer" in notes
+    assert "total limit" not in notes
+
+
+def test_malformed_metadata_and_empty_files_get_a_line(broken_batch):
+    results = broken_batch[1]
+    bad = results["01_save_adapter_malformed.ipynb"]
+    assert bad["exercise"] == "01_save_adapter" and bad["max_score"] == 6
+    assert "answer cell ex01_q1_answer is missing" in " ".join(bad["messages"])
+    assert "empty file" in results["01_save_adapter_empty.ipynb"]["messages"][0]
+    assert "its JSON is a list" in results["01_save_adapter_list.ipynb"]["messages"][0]
+
+
+@pytest.mark.parametrize("nb, expected", [
+    ({"metadata": {"course_exercise": ["01_save_adapter"]}}, "01_save_adapter"),  # falls back to the file name
+    ({"metadata": "x", "cells": [{"metadata": {"nbgrader": {"grade_id": "ex02_q1"}}}]}, "02_reload_adapter"),
+    ({"cells": {"not": "a list"}}, "01_save_adapter"),
+    (None, "01_save_adapter"),
+])
+def test_identify_exercise_never_raises(nb, expected):
+    names = ["01_save_adapter", "02_reload_adapter"]
+    assert identify_exercise(nb, Path("01_save_adapter_x.ipynb"), names) == expected
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "empty file"), (b"\xff\xfe", "not UTF-8"), (b'"text"', "its JSON is a str"),
+    (b"[" * 100000, "nested too deeply"), (b"{,}", "invalid JSON"),
+])
+def test_read_submission_says_what_is_wrong(tmp_path, content, message):
+    path = tmp_path / "x.ipynb"
+    path.write_bytes(content)
+    nb, problem = read_submission(path)
+    assert nb is None and message in problem
+
+
+def test_plan_tolerates_wrong_types():
+    source = nbformat.read(EX01, as_version=4)
+    sub = malformed()
+    sub["cells"].append({"cell_type": "code", "source": ["x = ", 1, "2"], "metadata": None})
+    plan, messages = plan_cells(sub, source)
+    assert any(c.source == "x = 2" and c.kind == "extra" for c in plan)
+    assert "answer cell ex01_q1_answer is missing (deleted, or its metadata removed)." in messages

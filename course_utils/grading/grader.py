@@ -1,40 +1,41 @@
-"""Grade exercise submissions: ``python -m course_utils grade PATH... [--json] [--csv FILE]``.
+"""Grade exercise submissions: ``python -m course_utils grade PATH... [--json] [--csv FILE] [--jobs N] [--shard I/N]``.
 
-Each submission runs in a fresh kernel, in a temporary folder (its saved files never touch the course).
-The check cells come from the solution notebook, matched by nbgrader ``grade_id`` (edited ones are
-restored, deleted ones re-inserted after their answer, reordered cells run in the exercise's order), so
-only the answer cells are the learner's. Every question is scored on its own: a cell that fails, loops
-forever (per-cell timeout), or kills the kernel (the kernel is restarted and the earlier cells replayed)
-costs only its own question. The grader reports a clear message for whatever went wrong and goes on with
-the batch; it never raises on a bad submission. Used to grade the exercises of lessons 1-5.
+Before any submission runs, the grader reads the solution notebooks and snapshots the checks into a folder of
+its own. Each submission then runs in a fresh kernel inside its own sandbox (``sandbox.py``: bubblewrap, a
+fresh writable folder, no network, a memory cap), several side by side (``--jobs``). The check cells come
+from the solution notebook, matched by nbgrader ``grade_id`` (edited ones are restored, deleted ones
+re-inserted after their answer, reordered cells run in the exercise's order), so only the answer cells are
+the learner's. A question passes only when the grader's own verification (``verify.py``, evaluated as an
+execute-request user expression, on a fresh copy of the checks) says so: what the check cell printed, and
+whether it raised, are never trusted. A cell that fails, loops forever (per-cell timeout) or kills the
+kernel (the kernel is restarted and the earlier cells replayed) costs only its own question. Whatever a
+path holds, it gets one result line and a gradebook row. Used to grade the exercises of lessons 1-5.
 """
 from __future__ import annotations
 
-import csv
+import ast
 import json
+import multiprocessing
 import os
+import secrets
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import nbformat
+from jupyter_core.utils import run_sync
 from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
-from ..maintenance.notebook_env import ENV, KERNEL_NAME, KERNELSPEC
+from ..maintenance.notebook_env import ENV
 from ..maintenance.repo import SOLUTIONS
-from ..messages import first_line
-from .student_copies import (
-    check_id_of,
-    is_answer,
-    is_check,
-    nbgrader_meta,
-    solution_paths,
-)
+from ..messages import first_line, one_line
+from .gradebook import select_shard, write_csv
+from .sandbox import MEMORY_GIB, Sandbox, make_sandbox, required_in_ci
 
 CELL_TIMEOUT = 60      # seconds for one learner-written cell
 LOCKED_TIMEOUT = 120   # seconds for one cell the instructor wrote (imports, given code, checks)
@@ -42,6 +43,7 @@ TOTAL_TIMEOUT = 600    # seconds for a whole submission
 MAX_RESTARTS = 3       # kernel restarts (after a timeout or a crash) per submission
 BIG_OUTPUT = 1_000_000  # bytes of output from one cell worth a message
 _CHECK_IMPORT = "from course_utils.grading.checks import check  # restored by the grader\n"
+_HERE = Path(__file__).resolve().parent
 
 
 @dataclass
@@ -62,6 +64,8 @@ class SubmissionResult:
     questions: list[QuestionResult]
     messages: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    isolation: str = ""
+    shard: str = ""
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False)
@@ -73,6 +77,7 @@ class _Cell:
     kind: str          # "given", "answer", "check", "extra"
     grade_id: str = ""
     timeout: float = CELL_TIMEOUT
+    check_args: str | None = None   # for a check cell: the keyword arguments of its check(...) call
 
 
 @dataclass
@@ -81,75 +86,182 @@ class _Outcome:
     detail: str = ""
 
 
-# ------------------------------------------------------------------------------ which exercise
-def _solutions(folder: Path) -> dict[str, Path]:
-    return {p.stem: p for p in solution_paths(folder)}
+@dataclass(frozen=True)
+class Grading:
+    """What a batch fixes before its first submission runs: the solutions, the checks' snapshot, the sandbox."""
+    solutions: dict
+    checks_path: str
+    verify_path: str
+    sandbox: Sandbox
+    cell_timeout: float = CELL_TIMEOUT
+    locked_timeout: float = LOCKED_TIMEOUT
+    total_timeout: float = TOTAL_TIMEOUT
+    shard: str = ""
 
 
-def identify_exercise(nb, path: Path, solutions: dict[str, Path]) -> str | None:
+def prepare(snapshot_dir: Path, solutions: str | Path = SOLUTIONS, sandbox: Sandbox | None = None,
+            cell_timeout: float = CELL_TIMEOUT, locked_timeout: float = LOCKED_TIMEOUT,
+            total_timeout: float = TOTAL_TIMEOUT, shard: str = "") -> Grading:
+    """Read every solution notebook and copy the checks into ``snapshot_dir`` (a folder no kernel writes)."""
+    paths = sorted(Path(solutions).glob("[0-9]*.ipynb"))
+    if not paths:
+        raise ValueError(f"no solution notebooks (NN_name.ipynb) in {solutions}: pass --solutions DIR")
+    read = {p.stem: nbformat.read(p, as_version=4) for p in paths}
+    for name in ("checks.py", "verify.py"):
+        shutil.copyfile(_HERE / name, Path(snapshot_dir) / name)
+    return Grading(read, str(Path(snapshot_dir) / "checks.py"), str(Path(snapshot_dir) / "verify.py"),
+                   sandbox or make_sandbox(), cell_timeout, locked_timeout, total_timeout, shard)
+
+
+# ------------------------------------------------------------------------------ reading whatever a file holds
+def _text(source) -> str:
+    if isinstance(source, str):
+        return source
+    if isinstance(source, list):
+        return "".join(s for s in source if isinstance(s, str))
+    return ""
+
+
+def _nbgrader(cell) -> dict:
+    meta = cell.get("metadata") if isinstance(cell, dict) else None
+    nbg = meta.get("nbgrader") if isinstance(meta, dict) else None
+    return nbg if isinstance(nbg, dict) else {}
+
+
+def grade_id_of(cell) -> str:
+    gid = _nbgrader(cell).get("grade_id")
+    return gid if isinstance(gid, str) else ""
+
+
+def _is_code(cell) -> bool:
+    return isinstance(cell, dict) and cell.get("cell_type") == "code"
+
+
+def _is_answer(cell) -> bool:
+    return _is_code(cell) and _nbgrader(cell).get("solution") is True
+
+
+def _is_check(cell) -> bool:
+    meta = _nbgrader(cell)
+    return _is_code(cell) and meta.get("grade") is True and meta.get("solution") is not True
+
+
+def _points(cell) -> int:
+    pts = _nbgrader(cell).get("points", 0)
+    return int(pts) if isinstance(pts, (int, float)) and not isinstance(pts, bool) else 0
+
+
+def _cells(nb) -> list:
+    cells = nb.get("cells") if isinstance(nb, dict) else None
+    return [c for c in cells if isinstance(c, dict)] if isinstance(cells, list) else []
+
+
+def read_submission(path: Path) -> tuple[dict | None, str | None]:
+    """The notebook's JSON object, or None and a one-line reason; never raises."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        return None, f"could not read the file ({one_line(exc)})"
+    if not data.strip():
+        return None, "an empty file: not a notebook (save it from Jupyter and hand it in again)"
+    try:
+        nb = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        return None, "not a readable notebook (not UTF-8 text)"
+    except json.JSONDecodeError as exc:
+        return None, f"not a readable notebook (invalid JSON: {exc.msg} at line {exc.lineno})"
+    except RecursionError:
+        return None, "not a readable notebook (JSON nested too deeply)"
+    if not isinstance(nb, dict):
+        return None, f"not a notebook (its JSON is a {type(nb).__name__}, not an object with cells)"
+    return nb, None
+
+
+def identify_exercise(nb, path: Path, names) -> str | None:
     """The solution stem a submission belongs to: its metadata, then its grade_ids, then its file name."""
-    stem = (nb.get("metadata", {}) if nb is not None else {}).get("course_exercise")
-    if stem in solutions:
+    names = list(names)
+    meta = nb.get("metadata") if isinstance(nb, dict) else None
+    stem = meta.get("course_exercise") if isinstance(meta, dict) else None
+    if isinstance(stem, str) and stem in names:
         return stem
-    if nb is not None:
-        prefixes = {check_id_of(c).split("_")[0] for c in nb.get("cells", []) if check_id_of(c)}
-        for name in solutions:
-            if f"ex{name[:2]}" in prefixes:
-                return name
-    for name in solutions:
+    prefixes = {grade_id_of(c).split("_")[0] for c in _cells(nb) if grade_id_of(c)}
+    for name in names:
+        if f"ex{name[:2]}" in prefixes:
+            return name
+    for name in names:
         if path.stem.startswith(name) or path.stem.startswith(name[:3]):
             return name
     return None
 
 
 # ------------------------------------------------------------------------------ what to run
+def check_args(source: str, gid: str) -> str | None:
+    """The keyword arguments of the ``check(gid, ...)`` call in a check cell, as source (``a=(a), b=(b)``)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return None
+    for node in ast.walk(tree):
+        if (isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "check"
+                and node.args and isinstance(node.args[0], ast.Constant) and node.args[0].value == gid):
+            if any(k.arg is None for k in node.keywords):
+                return None
+            return ", ".join(f"{k.arg}=({ast.get_source_segment(source, k.value)})" for k in node.keywords)
+    return None
+
+
 def plan_cells(submission, source, cell_timeout: float = CELL_TIMEOUT,
                locked_timeout: float = LOCKED_TIMEOUT) -> tuple[list[_Cell], list[str]]:
     """The code cells to run, in the exercise's order, with the locked cells taken from ``source``."""
     messages: list[str] = []
     src_cells = [c for c in source.cells if c.cell_type == "code"]
-    known = {check_id_of(c) for c in src_cells}
-    mine: dict[str, object] = {}
+    known = {grade_id_of(c) for c in src_cells}
+    mine: dict[str, str] = {}
     extras: dict[str, list[str]] = {}
     anchor, order = "", []
-    for cell in submission.get("cells", []):
-        if cell.get("cell_type") != "code":
+    for cell in _cells(submission):
+        if not _is_code(cell):
             continue
-        gid = check_id_of(cell)
+        gid, text = grade_id_of(cell), _text(cell.get("source"))
         if gid in known and gid not in mine:
-            mine[gid] = cell
+            mine[gid] = text
             order.append(gid)
             anchor = gid
-        elif str(cell.get("source", "")).strip():
+        elif text.strip():
             if gid in known:
                 messages.append(f"cell {gid} appears twice: ran only the first copy.")
                 continue
-            extras.setdefault(anchor, []).append(str(cell.get("source", "")))
-    expected = [check_id_of(c) for c in src_cells if check_id_of(c) in mine]
+            extras.setdefault(anchor, []).append(text)
+    expected = [grade_id_of(c) for c in src_cells if grade_id_of(c) in mine]
     if order != expected:
         messages.append("cells were moved: ran them in the exercise's order.")
     plan = [_Cell(s, "extra", timeout=cell_timeout) for s in extras.get("", [])]
     for cell in src_cells:
-        gid = check_id_of(cell)
-        if is_answer(cell):
+        gid = grade_id_of(cell)
+        if _is_answer(cell):
             if gid in mine:
-                plan.append(_Cell(str(mine[gid].get("source", "")), "answer", gid, cell_timeout))
+                plan.append(_Cell(mine[gid], "answer", gid, cell_timeout))
             else:
                 messages.append(f"answer cell {gid} is missing (deleted, or its metadata removed).")
         else:
-            kind = "check" if is_check(cell) else "given"
+            kind = "check" if _is_check(cell) else "given"
             if gid not in mine:
                 messages.append(f"{kind} cell {gid} was deleted: restored it.")
-            elif str(mine[gid].get("source", "")).strip() != cell.source.strip():
+            elif mine[gid].strip() != cell.source.strip():
                 messages.append(f"{kind} cell {gid} was edited: ran the original.")
             code = (_CHECK_IMPORT + cell.source) if kind == "check" else cell.source
-            plan.append(_Cell(code, kind, gid, locked_timeout))
+            args = check_args(cell.source, gid) if kind == "check" else None
+            plan.append(_Cell(code, kind, gid, locked_timeout, args))
         plan += [_Cell(s, "extra", timeout=cell_timeout) for s in extras.get(gid, [])]
     return plan, messages
 
 
 # ------------------------------------------------------------------------------ running
 class _Restart(Exception):
+    pass
+
+
+class _OutOfTime(Exception):
     pass
 
 
@@ -164,39 +276,98 @@ def _outcome_of(cell) -> tuple[_Outcome, int]:
     return (_Outcome("error", error) if error is not None else _Outcome("ok")), size
 
 
-def run_cells(cells: list[_Cell], workdir: Path, total_timeout: float = TOTAL_TIMEOUT,
-              messages: list[str] | None = None) -> list[_Outcome]:
-    """Run ``cells`` in a fresh kernel in ``workdir``; a hung or fatal cell is skipped after a kernel restart."""
+def verdict_of(reply, nonce: str, gid: str) -> _Outcome:
+    """A check's outcome from the execute reply to the grader's verification; anything not genuine fails."""
+    content = (reply or {}).get("content", {}) if isinstance(reply, dict) else {}
+    if content.get("status") != "ok":
+        return _Outcome("error", f"✗ {gid}: the grader's verification did not run (the kernel replied "
+                                 f"{content.get('status', 'nothing')}: was the kernel tampered with?)")
+    answer = content.get("user_expressions", {}).get("verdict", {})
+    if answer.get("status") != "ok":
+        return _Outcome("error", f"✗ {gid}: the grader's verification failed ({answer.get('ename', 'no answer')}: "
+                                 f"{first_line(str(answer.get('evalue', '')))})")
+    try:
+        value = ast.literal_eval(answer.get("data", {}).get("text/plain", ""))
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        value = None
+    if not isinstance(value, str) or not value.startswith(nonce + " "):
+        return _Outcome("error", f"✗ {gid}: the grader's verification got a forged answer: no points.")
+    verdict, _, line = value[len(nonce) + 1:].partition(" ")
+    if verdict == "PASS":
+        return _Outcome("ok", line)
+    return _Outcome("error", line or f"✗ {gid}: failed")
+
+
+def run_cells(cells: list[_Cell], workdir: Path, grading: Grading, messages: list[str] | None = None) -> list[_Outcome]:
+    """Run ``cells`` in a fresh sandboxed kernel in ``workdir``; a hung or fatal cell is skipped after a restart."""
     messages = messages if messages is not None else []
     os.environ.update(ENV)
-    deadline = time.monotonic() + total_timeout
+    total = grading.total_timeout
+    deadline = time.monotonic() + total
     outcomes = [_Outcome("not run", "was not run (see the notes)") for _ in cells]
     bad: set[int] = set()
     start_at, restarts = 0, 0
     while start_at < len(cells):
         nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c.source) for c in cells])
-        nb.metadata["kernelspec"] = dict(KERNELSPEC)
-        client = NotebookClient(nb, kernel_name=KERNEL_NAME, allow_errors=True, record_timing=False,
+        spec_dir = tempfile.mkdtemp(prefix="grade-kernel-")
+        km = grading.sandbox.kernel_manager(workdir, Path(spec_dir), (Path(grading.checks_path).parent,))
+        client = NotebookClient(nb, km=km, allow_errors=True, record_timing=False,
                                 shutdown_kernel="immediate", startup_timeout=120,
                                 resources={"metadata": {"path": str(workdir)}})
 
-        def run(i: int) -> None:
+        def limit(i: int, client=client) -> None:
             remaining = deadline - time.monotonic()
             if remaining <= 1:
-                raise TimeoutError
+                raise _OutOfTime
             client.timeout = max(1, int(min(cells[i].timeout, remaining)))
+
+        def run(i: int, client=client, nb=nb) -> None:
+            limit(i)
             client.execute_cell(nb.cells[i], i)
 
+        def verify(i: int, client=client) -> _Outcome:
+            cell = cells[i]
+            if cell.check_args is None:
+                return _Outcome("error", f"✗ {cell.grade_id}: the grader could not read this check cell")
+            limit(i)
+            nonce = secrets.token_hex(16)
+            expr = (f'__import__("runpy").run_path({grading.verify_path!r})["verify"]'
+                    f'({grading.checks_path!r}, {cell.grade_id!r}, {nonce!r}, {cell.check_args})')
+            msg_id = client.kc.execute("", silent=True, store_history=False, user_expressions={"verdict": expr})
+            return verdict_of(client.wait_for_reply(msg_id), nonce, cell.grade_id)
+
+        def where(i: int) -> str:
+            return f"{cells[i].kind} cell{' ' + cells[i].grade_id if cells[i].grade_id else ''}"
+
         try:
-            with client.setup_kernel(stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL):
+            with client.setup_kernel(cleanup_kc=True):
                 for i in range(start_at):  # replay what ran before the restart
                     if i not in bad:
-                        run(i)
+                        try:
+                            run(i)
+                        except (CellTimeoutError, DeadKernelError) as exc:
+                            what = "ran past its time limit" if isinstance(exc, CellTimeoutError) else "killed the kernel"
+                            messages.append(f"while replaying the earlier cells after a restart, the {where(i)} "
+                                            f"{what} this time; later cells were not run.")
+                            raise _OutOfTime from None
                         nb.cells[i].outputs = []
                 for i in range(start_at, len(cells)):
                     try:
                         run(i)
+                        if cells[i].kind == "check":
+                            outcomes[i] = verify(i)
+                        else:
+                            outcomes[i], size = _outcome_of(nb.cells[i])
+                            if size > BIG_OUTPUT:
+                                messages.append(f"a {where(i)} printed {size / 1e6:.1f} MB of output (not kept).")
                     except CellTimeoutError:
+                        if client.timeout < cells[i].timeout:  # the submission's total time ran out, not the cell's
+                            outcomes[i] = _Outcome("timeout", f"was stopped when the submission reached its {total:.0f} s "
+                                                              "total limit")
+                            messages.append(f"the submission reached its {total:.0f} s total limit; later cells "
+                                            "were not run.")
+                            start_at = len(cells)
+                            break
                         outcomes[i] = _Outcome("timeout", f"ran past its {client.timeout} s limit "
                                                           "(an endless loop?) and was stopped")
                         bad.add(i)
@@ -208,10 +379,6 @@ def run_cells(cells: list[_Cell], workdir: Path, total_timeout: float = TOTAL_TI
                         bad.add(i)
                         start_at = i + 1
                         raise _Restart from None
-                    outcomes[i], size = _outcome_of(nb.cells[i])
-                    if size > BIG_OUTPUT:
-                        messages.append(f"a {cells[i].kind} cell{' ' + cells[i].grade_id if cells[i].grade_id else ''}"
-                                        f" printed {size / 1e6:.1f} MB of output (not kept).")
                     nb.cells[i].outputs = []
                 start_at = len(cells)
         except _Restart:
@@ -220,17 +387,17 @@ def run_cells(cells: list[_Cell], workdir: Path, total_timeout: float = TOTAL_TI
                 messages.append(f"stopped after {MAX_RESTARTS} kernel restarts; later cells were not run.")
                 break
             messages.append("restarted the kernel and replayed the earlier cells.")
-        except TimeoutError:
-            messages.append(f"the submission ran past the {total_timeout:.0f} s total limit; later cells were "
-                            "not run.")
-            break
-        except (CellTimeoutError, DeadKernelError) as exc:  # a replayed cell failed this time
-            messages.append(f"the kernel failed again while replaying earlier cells ({type(exc).__name__}); "
-                            "later cells were not run.")
+        except _OutOfTime:
+            if not messages or "replaying" not in messages[-1]:
+                messages.append(f"the submission reached its {total:.0f} s total limit; later cells were not run.")
             break
         except RuntimeError as exc:  # the kernel would not start
             messages.append(f"could not start a kernel: {first_line(exc)}")
             break
+        finally:
+            if km.has_kernel:  # the client leaves a kernel it did not create running
+                run_sync(km.shutdown_kernel)(now=True)
+            shutil.rmtree(spec_dir, ignore_errors=True)
     return outcomes
 
 
@@ -239,14 +406,14 @@ def _score(source, plan: list[_Cell], outcomes: list[_Outcome]) -> list[Question
     by_id = {c.grade_id: o for c, o in zip(plan, outcomes) if c.grade_id}
     results = []
     for cell in source.cells:
-        if not is_check(cell):
+        if not _is_check(cell):
             continue
-        gid = check_id_of(cell)
-        points = int(nbgrader_meta(cell).get("points", 0))
+        gid = grade_id_of(cell)
+        points = _points(cell)
         outcome = by_id.get(gid, _Outcome("not run", "was not run (see the notes)"))
         passed = outcome.status == "ok"
         if passed:
-            feedback = "✓ passed"
+            feedback = outcome.detail or "✓ passed"
         else:
             feedback = outcome.detail if outcome.status == "error" else f"the check {outcome.detail}"
             if not feedback.startswith("✗"):
@@ -258,42 +425,55 @@ def _score(source, plan: list[_Cell], outcomes: list[_Outcome]) -> list[Question
     return results
 
 
-def _failed(path: Path, exercise, source, message: str) -> SubmissionResult:
+def _failed(path: Path, exercise, source, message: str, grading: Grading | None = None) -> SubmissionResult:
     questions = []
     if source is not None:
-        questions = [QuestionResult(check_id_of(c), 0, int(nbgrader_meta(c).get("points", 0)), False,
-                                    f"✗ not graded: {message}") for c in source.cells if is_check(c)]
-    return SubmissionResult(str(path), exercise, 0, sum(q.max_points for q in questions), questions, [message])
+        questions = [QuestionResult(grade_id_of(c), 0, _points(c), False, f"✗ not graded: {message}")
+                     for c in source.cells if _is_check(c)]
+    return SubmissionResult(str(path), exercise, 0, sum(q.max_points for q in questions), questions, [message],
+                            isolation=grading.sandbox.level if grading else "", shard=grading.shard if grading else "")
 
 
-def grade_notebook(path: str | Path, solutions: str | Path = SOLUTIONS, cell_timeout: float = CELL_TIMEOUT,
-                   total_timeout: float = TOTAL_TIMEOUT, locked_timeout: float = LOCKED_TIMEOUT) -> SubmissionResult:
-    """Grade one submission. Never raises for a bad submission: problems become messages and feedback."""
-    path = Path(path)
+def grade_path(path: Path, grading: Grading) -> SubmissionResult:
+    """Grade one submission. Never raises: problems become messages and feedback."""
     start = time.perf_counter()
-    known = _solutions(Path(solutions))
+    name, source = None, None
     try:
-        nb = nbformat.read(path, as_version=4)
-    except Exception as exc:  # unreadable file: report, do not stop the batch
-        name = identify_exercise(None, path, known)
-        source = nbformat.read(known[name], as_version=4) if name else None
-        return _failed(path, name, source, f"not a readable notebook ({type(exc).__name__}: {first_line(exc)})")
-    name = identify_exercise(nb, path, known)
-    if name is None:
-        return _failed(path, None, None, "not one of the course's exercises (no matching solution notebook).")
-    source = nbformat.read(known[name], as_version=4)
-    try:
-        plan, messages = plan_cells(nb, source, cell_timeout, locked_timeout)
-        with tempfile.TemporaryDirectory(prefix="grade-") as tmp:
-            shutil.copy(path, Path(tmp) / path.name)
-            outcomes = run_cells(plan, Path(tmp), total_timeout, messages)
+        nb, problem = read_submission(path)
+        name = identify_exercise(nb, path, grading.solutions)
+        source = grading.solutions.get(name)
+        if problem is not None:
+            return _failed(path, name, source, problem, grading)
+        if name is None:
+            return _failed(path, None, None, "not one of the course's exercises (no matching solution notebook).",
+                           grading)
+        plan, messages = plan_cells(nb, source, grading.cell_timeout, grading.locked_timeout)
+        if not _cells(nb):
+            messages.insert(0, "the notebook has no cells (ran the exercise's own cells only).")
+        with tempfile.TemporaryDirectory(prefix="grade-", ignore_cleanup_errors=True) as tmp:
+            work = Path(tmp) / "work"
+            work.mkdir()
+            if path.suffix == ".ipynb":
+                shutil.copyfile(path, work / path.name)
+            outcomes = run_cells(plan, work, grading, messages)
         questions = _score(source, plan, outcomes)
-    except Exception as exc:  # a grader bug must not stop the batch either
-        result = _failed(path, name, source, f"grader error ({type(exc).__name__}: {first_line(exc)})")
+    except Exception as exc:  # noqa: BLE001 - a grader bug must not stop the batch either
+        result = _failed(path, name, source, f"grader error ({type(exc).__name__}: {first_line(str(exc))})", grading)
         result.seconds = round(time.perf_counter() - start, 1)
         return result
     return SubmissionResult(str(path), name, sum(q.points for q in questions), sum(q.max_points for q in questions),
-                            questions, messages, round(time.perf_counter() - start, 1))
+                            questions, messages, round(time.perf_counter() - start, 1), grading.sandbox.level,
+                            grading.shard)
+
+
+def grade_notebook(path: str | Path, solutions: str | Path = SOLUTIONS, cell_timeout: float = CELL_TIMEOUT,
+                   total_timeout: float = TOTAL_TIMEOUT, locked_timeout: float = LOCKED_TIMEOUT,
+                   memory_gib: float = MEMORY_GIB) -> SubmissionResult:
+    """Grade one submission on its own (a batch should call ``prepare`` once and ``grade_path`` per notebook)."""
+    with tempfile.TemporaryDirectory(prefix="grade-snapshot-") as snap:
+        grading = prepare(Path(snap), solutions, make_sandbox(memory_gib), cell_timeout, locked_timeout,
+                          total_timeout)
+        return grade_path(Path(path), grading)
 
 
 def expand(paths: list[str]) -> tuple[list[Path], list[str]]:
@@ -312,20 +492,6 @@ def expand(paths: list[str]) -> tuple[list[Path], list[str]]:
     return found, problems
 
 
-def write_csv(results: list[SubmissionResult], path: str | Path) -> None:
-    """A gradebook: one row per submission, one column per question (points earned)."""
-    ids: list[str] = []
-    for r in results:
-        ids += [q.id for q in r.questions if q.id not in ids]
-    with open(path, "w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["notebook", "exercise", "score", "max_score", *ids, "messages"])
-        for r in results:
-            pts = {q.id: q.points for q in r.questions}
-            w.writerow([r.notebook, r.exercise or "", r.score, r.max_score, *[pts.get(i, "") for i in ids],
-                        " | ".join(r.messages)])
-
-
 def _human(r: SubmissionResult) -> str:
     lines = [f"{r.notebook}: {r.score}/{r.max_score}  ({r.exercise or 'unknown exercise'}, {r.seconds:.1f} s)"]
     lines += [f"  {q.id}: {q.points}/{q.max_points}  {q.feedback}" for q in r.questions]
@@ -338,19 +504,62 @@ def _progress(done: int, total: int, name: str, width: int = 24) -> None:
     print(f"grading [{'#' * filled}{'.' * (width - filled)}] {done}/{total} {name}", file=sys.stderr, flush=True)
 
 
+def default_jobs() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def grade_all(notebooks: list[Path], grading: Grading, jobs: int = 1):
+    """Yield one result per notebook, in order, grading up to ``jobs`` side by side (a process each)."""
+    if jobs <= 1 or len(notebooks) <= 1:
+        for nb in notebooks:
+            yield grade_path(nb, grading)
+        return
+    context = multiprocessing.get_context("spawn")  # no fork of a process that may hold ZeroMQ threads
+    with ProcessPoolExecutor(max_workers=min(jobs, len(notebooks)), mp_context=context) as pool:
+        futures = [pool.submit(grade_path, nb, grading) for nb in notebooks]
+        for nb, future in zip(notebooks, futures):
+            try:
+                yield future.result()
+            except Exception as exc:  # noqa: BLE001 - a worker process died: this path still gets its line
+                yield _failed(nb, None, None, f"grader worker failed ({type(exc).__name__}: "
+                                              f"{first_line(str(exc))})", grading)
+
+
 def run_grade(paths: list[str], as_json: bool = False, csv_path: str | None = None, solutions: str | None = None,
               cell_timeout: float = CELL_TIMEOUT, total_timeout: float = TOTAL_TIMEOUT,
-              locked_timeout: float = LOCKED_TIMEOUT) -> int:
+              locked_timeout: float = LOCKED_TIMEOUT, jobs: int | None = None, shard: str | None = None,
+              memory_gib: float = MEMORY_GIB) -> int:
     """CLI entry. Returns 0 when every path named a notebook (whatever the scores), 1 otherwise."""
+    sandbox = make_sandbox(memory_gib)
+    stop = required_in_ci(sandbox)
+    if stop:
+        print(stop, file=sys.stderr)
+        return 1
+    if sandbox.warning():
+        print(sandbox.warning(), file=sys.stderr)
     notebooks, problems = expand(paths)
+    if shard:
+        try:
+            notebooks = select_shard(notebooks, shard)
+        except ValueError as exc:
+            print(f"grade: {exc}", file=sys.stderr)
+            return 2
     for p in problems:
         print(f"grade: {p}", file=sys.stderr)
     results = []
-    for i, nb in enumerate(notebooks):
-        _progress(i, len(notebooks), nb.name)
-        r = grade_notebook(nb, solutions or SOLUTIONS, cell_timeout, total_timeout, locked_timeout)
-        results.append(r)
-        print(r.to_json() if as_json else _human(r), flush=True)
+    with tempfile.TemporaryDirectory(prefix="grade-snapshot-") as snap:
+        try:
+            grading = prepare(Path(snap), solutions or SOLUTIONS, sandbox, cell_timeout, locked_timeout,
+                              total_timeout, shard or "")
+            stream = grade_all(notebooks, grading, jobs or default_jobs())
+        except (ValueError, OSError, nbformat.ValidationError) as exc:
+            print(f"grade: cannot grade: {one_line(exc)}", file=sys.stderr)
+            problems.append(str(exc))
+            stream = (_failed(nb, None, None, f"not graded: {one_line(exc)}") for nb in notebooks)
+        for i, r in enumerate(stream):
+            results.append(r)
+            print(r.to_json() if as_json else _human(r), flush=True)
+            _progress(i + 1, len(notebooks), notebooks[i].name)
     _progress(len(notebooks), len(notebooks), "done")
     if csv_path:
         try:
