@@ -32,7 +32,7 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 start=$(date +%s)
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade "pip>=24"
-"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[test]"
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[test,instructor]"
 echo "$want" > "$stamp"
 echo "setup: installed the pinned stack into $VENV in $(( $(date +%s) - start )) s"
 "$VENV/bin/python" scripts/register_kernel.py

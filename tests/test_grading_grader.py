@@ -15,12 +15,15 @@ import nbformat
 import pytest
 
 from course_utils.grading import grader
+from course_utils.grading.checks import CHECKS
 from course_utils.grading.grader import identify_exercise, plan_cells, read_submission
 from course_utils.grading.student_copies import check_id_of
 from course_utils.maintenance.repo import EXERCISES, SOLUTIONS
 
 EX01 = SOLUTIONS / "01_save_adapter.ipynb"
 CHECKS_PY = Path(grader.__file__).with_name("checks.py")
+POINTS = {gid: check.points for gid, check in CHECKS.items()}
+EX01_MAX = sum(p for gid, p in POINTS.items() if gid.startswith("ex01_"))
 
 
 def grade_cli(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
@@ -189,7 +192,8 @@ def test_edited_and_deleted_checks_are_restored(broken_batch):
     assert not q["ex01_q1"]["passed"] and "rank r=8" in q["ex01_q1"]["feedback"]
     assert q["ex01_q2"]["passed"] and q["ex01_q3"]["passed"]
     assert not q["ex01_q4"]["passed"] and "SyntaxError" in q["ex01_q4"]["feedback"]
-    assert r["score"] == 3 and r["max_score"] == 6
+    assert q["ex01_q5"]["passed"]  # untouched: still earns its points
+    assert r["score"] == POINTS["ex01_q2"] + POINTS["ex01_q3"] + POINTS["ex01_q5"] and r["max_score"] == EX01_MAX
     notes = " ".join(r["messages"])
     assert "check cell ex01_q1 was edited" in notes and "check cell ex01_q2 was deleted" in notes
     assert "cells were moved" in notes and "MB of output" in notes
@@ -198,7 +202,8 @@ def test_edited_and_deleted_checks_are_restored(broken_batch):
 def test_endless_loop_and_dead_kernel_cost_only_their_questions(broken_batch):
     r = broken_batch[1]["01_save_adapter_crashing.ipynb"]
     q = by_id(r)
-    assert q["ex01_q1"]["passed"] and q["ex01_q2"]["passed"] and r["score"] == 4
+    assert q["ex01_q1"]["passed"] and q["ex01_q2"]["passed"] and q["ex01_q5"]["passed"]
+    assert r["score"] == POINTS["ex01_q1"] + POINTS["ex01_q2"] + POINTS["ex01_q5"]
     assert "ran past its 5 s limit" in q["ex01_q3"]["feedback"]
     assert "kernel died" in q["ex01_q4"]["feedback"]
     assert any("restarted the kernel" in m for m in r["messages"])
@@ -207,7 +212,7 @@ def test_endless_loop_and_dead_kernel_cost_only_their_questions(broken_batch):
 def test_unreadable_and_foreign_notebooks(broken_batch):
     results = broken_batch[1]
     garbage = results["01_save_adapter_garbage.ipynb"]
-    assert garbage["exercise"] == "01_save_adapter" and garbage["score"] == 0 and garbage["max_score"] == 6
+    assert garbage["exercise"] == "01_save_adapter" and garbage["score"] == 0 and garbage["max_score"] == EX01_MAX
     assert "not a readable notebook" in garbage["messages"][0]
     notes = results["zz_notes.ipynb"]
     assert notes["exercise"] is None and "not one of the course's exercises" in notes["messages"][0]
@@ -217,7 +222,9 @@ def test_gradebook_has_a_row_per_submission_and_a_column_per_question(broken_bat
     rows = list(csv.DictReader(broken_batch[2].open()))
     assert len(rows) == len(NAMES)
     tampered_row = next(r for r in rows if r["notebook"].endswith("tampered.ipynb"))
-    assert [tampered_row[k] for k in ("ex01_q1", "ex01_q2", "ex01_q3", "ex01_q4", "score")] == ["0", "2", "1", "0", "3"]
+    keys = ("ex01_q1", "ex01_q2", "ex01_q3", "ex01_q4", "ex01_q5", "score")
+    expected = [0, POINTS["ex01_q2"], POINTS["ex01_q3"], 0, POINTS["ex01_q5"]]
+    assert [tampered_row[k] for k in keys] == [str(v) for v in expected + [sum(expected)]]
 
 
 def test_plan_keeps_learner_answers_and_restores_locked_cells():
@@ -238,7 +245,7 @@ def test_solutions_get_full_marks_and_student_copies_zero():
     assert "Traceback" not in run.stderr
     solutions = [r for r in results if "/solutions/" in r["notebook"]]
     students = [r for r in results if "/solutions/" not in r["notebook"]]
-    assert len(solutions) == len(students) == 5
+    assert len(solutions) == len(students) == len(list(SOLUTIONS.glob("[0-9]*.ipynb"))) == 7
     for r in solutions:
         assert r["score"] == r["max_score"] > 0 and not r["messages"], r
     for r in students:
@@ -278,7 +285,7 @@ def test_a_replayed_cell_that_times_out_says_so(broken_batch):
 def test_malformed_metadata_and_empty_files_get_a_line(broken_batch):
     results = broken_batch[1]
     bad = results["01_save_adapter_malformed.ipynb"]
-    assert bad["exercise"] == "01_save_adapter" and bad["max_score"] == 6
+    assert bad["exercise"] == "01_save_adapter" and bad["max_score"] == EX01_MAX
     assert "answer cell ex01_q1_answer is missing" in " ".join(bad["messages"])
     assert "empty file" in results["01_save_adapter_empty.ipynb"]["messages"][0]
     assert "its JSON is a list" in results["01_save_adapter_list.ipynb"]["messages"][0]

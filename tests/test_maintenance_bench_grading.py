@@ -1,4 +1,4 @@
-"""The grading benchmark's class batch and its floor (the full measurement runs in `make bench`)."""
+"""course_utils.maintenance.bench_grading: the class batch and the command `make bench` times."""
 from __future__ import annotations
 
 from course_utils.maintenance import bench_grading
@@ -14,14 +14,6 @@ def test_class_batch_alternates_solutions_and_stubs(tmp_path):
     assert (tmp_path / f"{first.stem}_s001.ipynb").read_bytes() != first.read_bytes()
 
 
-def test_ratio_is_wall_time_over_the_floor(monkeypatch):
-    class Run:
-        stdout = "{}\n" * 10
-        returncode = 0
-
-    monkeypatch.setattr(bench_grading, "import_floor_seconds", lambda: 4.0)
-    monkeypatch.setattr(bench_grading.subprocess, "run", lambda *a, **k: Run())
-    times = iter([100.0, 130.0])
-    monkeypatch.setattr(bench_grading.time, "perf_counter", lambda: next(times))
-    report = bench_grading.grading_throughput(students=2, jobs=2)
-    assert report["submissions"] == 10 and report["floor_s"] == 20.0 and report["ratio"] == 1.5
+def test_grade_command_is_the_instructors(tmp_path):
+    cmd = bench_grading.grade_command(tmp_path, 2)
+    assert cmd[1:5] == ["-m", "course_utils", "grade", str(tmp_path)] and cmd[-2:] == ["--jobs", "2"]

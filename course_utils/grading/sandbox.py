@@ -91,8 +91,8 @@ class Sandbox:
         folder.mkdir(parents=True, exist_ok=True)
         env = {**ENV, "IPYTHONDIR": str(workdir / ".ipython"), "MPLCONFIGDIR": str(workdir / ".matplotlib"),
                "PYTHONDONTWRITEBYTECODE": "1"}
-        spec = {"argv": self.kernel_argv(workdir, (spec_dir, *readable)), "display_name": "graded submission", "language": "python",
-                "env": env}
+        spec = {"argv": self.kernel_argv(workdir, (spec_dir, *readable)), "display_name": "graded submission",
+                "language": "python", "env": env}
         (folder / "kernel.json").write_text(json.dumps(spec), encoding="utf-8")
         specs = KernelSpecManager(kernel_dirs=[str(kernels)], ensure_native_kernel=False)
         km = manager(kernel_name=SANDBOX_KERNEL, kernel_spec_manager=specs, transport="ipc",

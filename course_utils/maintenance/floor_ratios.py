@@ -2,8 +2,9 @@
 
 Every notebook kernel (and every graded submission) must import peft, so no run can beat the floor
 ``N x t / c``: N notebooks, t the median time of a bare ``python -c "import peft"``, c usable cores. This
-measures t (before and after, median of all runs), times a command exactly as a user runs it
-(``make check-notebooks``), and reports ``wall / floor``. Writes ``benchmarks/floor_ratios.md`` and ``.json``.
+measures t (before and after, median of all runs), times each command exactly as a user runs it
+(``make check-notebooks``; ``python -m course_utils grade`` on a class-size batch), and reports
+``wall / floor``. Writes ``benchmarks/floor_ratios.md`` and ``.json``.
 Reported, never asserted by a test: a test never asserts a wall-clock time.
 """
 from __future__ import annotations
@@ -14,10 +15,12 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from .bench_grading import class_batch, grade_command
 from .notebook_env import notebook_environ
 from .repo import REPO
 
@@ -99,13 +102,25 @@ def write(results: list[FloorRatio], out: Path = OUT) -> Path:
     return md
 
 
+def grading_ratio(students: int, jobs: int | None = None) -> FloorRatio:
+    """Grade ``students`` submissions of every exercise (``bench_grading.class_batch``) against M·t/c."""
+    jobs = jobs or usable_cores()
+    with tempfile.TemporaryDirectory(prefix="bench-grading-") as tmp:
+        m = class_batch(Path(tmp), students)
+        return measure(grade_command(Path(tmp), jobs), m, f"course_utils grade ({m} submissions) --jobs {jobs}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m course_utils.maintenance.floor_ratios",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default=str(OUT), help="folder for floor_ratios.md and .json")
+    parser.add_argument("--students", type=int, default=6,
+                        help="submissions per exercise in the grading batch (default 6; 0 skips grading)")
     args = parser.parse_args(argv)
     results = [measure(["make", "--no-print-directory", "check-notebooks"], count_notebooks(),
                        "make check-notebooks")]
+    if args.students > 0:
+        results.append(grading_ratio(args.students))
     md = write(results, Path(args.out))
     print(md.read_text())
     return 0
