@@ -28,15 +28,17 @@ COURSE_SETTINGS = {
 }
 
 WORKSPACE = "peft-course"
-# The left sidebar (file browser on notebooks/) open and a quarter of the window wide; no document: the
-# URL make lab opens adds the start page.
+# Bumped when the layout below changes, so an older course layout is replaced (a learner's own is kept).
+LAYOUT_VERSION = 2
+# The left sidebar (file browser on notebooks/) open and about a third of the window wide, so the longest
+# lesson name shows whole on a 1280-pixel screen; no document: the URL make lab opens adds the start page.
 WORKSPACE_DATA = {
     "layout-restorer:data": {
         "main": {"dock": None},
         "left": {"collapsed": False, "visible": True, "current": "filebrowser",
                  "widgets": ["filebrowser", "running-sessions", "@jupyterlab/toc:plugin", "extensionmanager.main-view"]},
         "right": {"collapsed": True, "visible": True, "widgets": ["jp-property-inspector", "debugger-sidebar"]},
-        "relativeSizes": [0.26, 0.74, 0],
+        "relativeSizes": [0.36, 0.64, 0],
     },
     "file-browser-filebrowser:cwd": {"path": "notebooks"},
 }
@@ -81,14 +83,27 @@ def workspaces_dir() -> Path:
 
 
 def has_workspace(folder: Path, name: str = WORKSPACE) -> bool:
-    """True if a workspace file in ``folder`` has the id ``name`` (an unreadable file counts as another one)."""
+    """True if a workspace file in ``folder`` has the id ``name`` and is not an older course layout (an
+    unreadable file counts as another one)."""
     for path in folder.glob("*.jupyterlab-workspace"):
         try:
-            if json.loads(path.read_text())["metadata"]["id"] == name:
-                return True
+            metadata = json.loads(path.read_text())["metadata"]
+            if metadata["id"] == name:
+                version = metadata.get("course_layout")
+                if version is None:  # the learner's own layout, or the first (unversioned) course layout
+                    return not _is_old_course_layout(path)
+                return version >= LAYOUT_VERSION
         except (OSError, ValueError, KeyError, TypeError):
             continue
     return False
+
+
+def _is_old_course_layout(path: Path) -> bool:
+    """The first course layout carried no version: recognise it by its exact sidebar split."""
+    data = json.loads(path.read_text())
+    meta = data.get("metadata", {})
+    sizes = data.get("data", {}).get("layout-restorer:data", {}).get("relativeSizes")
+    return "course_layout" not in meta and sizes == [0.26, 0.74, 0]
 
 
 def install_workspace(folder: Path) -> bool:
@@ -98,7 +113,8 @@ def install_workspace(folder: Path) -> bool:
     # Imported here: jupyterlab_server takes 1.4 s to import, and is needed only the first time.
     from jupyterlab_server.workspaces_handler import WorkspacesManager
 
-    WorkspacesManager(folder).save(WORKSPACE, json.dumps({"data": WORKSPACE_DATA, "metadata": {"id": WORKSPACE}}))
+    metadata = {"id": WORKSPACE, "course_layout": LAYOUT_VERSION}
+    WorkspacesManager(folder).save(WORKSPACE, json.dumps({"data": WORKSPACE_DATA, "metadata": metadata}))
     return True
 
 

@@ -73,3 +73,16 @@ def test_workspaces_dir_follows_jupyterlab(monkeypatch, tmp_path):
     assert ls.workspaces_dir() == Path(get_workspaces_dir())
     monkeypatch.setenv("JUPYTERLAB_WORKSPACES_DIR", str(tmp_path))
     assert ls.workspaces_dir() == Path(get_workspaces_dir()) == tmp_path
+
+
+def test_an_older_course_layout_is_replaced_and_a_learners_is_kept(tmp_path):
+    old = {"data": {**ls.WORKSPACE_DATA, "layout-restorer:data": {
+        **ls.WORKSPACE_DATA["layout-restorer:data"], "relativeSizes": [0.26, 0.74, 0]}}, "metadata": {"id": ls.WORKSPACE}}
+    WorkspacesManager(tmp_path).save(ls.WORKSPACE, json.dumps(old))
+    assert ls.install_workspace(tmp_path) is True  # the first, unversioned course layout: replaced
+    saved = WorkspacesManager(tmp_path).load(ls.WORKSPACE)
+    assert saved["data"]["layout-restorer:data"]["relativeSizes"] == [0.36, 0.64, 0]
+    mine = {"data": {**ls.WORKSPACE_DATA, "layout-restorer:data": {
+        **ls.WORKSPACE_DATA["layout-restorer:data"], "relativeSizes": [0.5, 0.5, 0]}}, "metadata": {"id": ls.WORKSPACE}}
+    WorkspacesManager(tmp_path).save(ls.WORKSPACE, json.dumps(mine))
+    assert ls.install_workspace(tmp_path) is False  # a layout the learner arranged is theirs
