@@ -31,6 +31,14 @@ def test_made_up_types_are_named(value, name):
     assert foreign_type(value) == name
 
 
+def test_a_function_the_learner_wrote_is_a_real_answer():
+    def place(model):
+        return model
+
+    assert foreign_type(place) is None and foreign_type(lambda m: m) is None
+    assert foreign_type([place, AlwaysEqual()]) == "AlwaysEqual"  # a function does not hide a forged value
+
+
 def test_a_forged_answer_fails_before_any_check_runs():
     verdict = verify("/nonexistent/checks.py", "ex01_q4", "nonce", n_tensors=Int(24))
     assert verdict.startswith("nonce FAIL ✗ ex01_q4: `n_tensors` is a Int")

@@ -17,8 +17,12 @@ import io
 import os
 import sys
 import sysconfig
+import types
 
 PLAIN = (int, float, str, bool, bytes, type(None))
+# A question may ask for a function (``def place(model)``): the check calls it on inputs of its own and
+# compares what it returns type-strictly, so a plain function the notebook wrote is a real answer.
+FUNCTIONS = (types.FunctionType,)
 CONTAINERS = (list, tuple, set, frozenset)
 _MAX_DEPTH = 4
 # Methods that decide comparisons and truth: written anywhere but the installed libraries, they can fake a match.
@@ -59,7 +63,7 @@ def foreign_type(value, depth: int = 0) -> str | None:
     """The name of a type in ``value`` that is not a real library type (defined in the notebook, or a
     subclass of a plain type), or None when every type is a genuine one."""
     kind = type(value)
-    if kind in PLAIN or depth > _MAX_DEPTH:
+    if kind in PLAIN or kind in FUNCTIONS or depth > _MAX_DEPTH:
         return None
     if kind in CONTAINERS:
         return next((bad for v in list(value)[:1000] if (bad := foreign_type(v, depth + 1))), None)
