@@ -2,7 +2,8 @@
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 LAB_ARGS ?=
-NBVAL_JOBS ?= $(shell nproc)
+# Usable cores. nproc answers OMP_NUM_THREADS when it is set (make test sets it to 1 for torch): ask without it.
+NBVAL_JOBS ?= $(shell env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc)
 HF_HUB_OFFLINE ?= 1
 export HF_HUB_OFFLINE
 export PYTHONHASHSEED := 0
