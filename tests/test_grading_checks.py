@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import copy
 import json
-import re
 import shutil
 
 import numpy as np
 import pytest
 import torch
+from check_assertions import fails, passes
 from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors import safe_open
 from safetensors.torch import load_file
@@ -37,21 +37,6 @@ from course_utils.grading.checks import (
 )
 from course_utils.tasks import ner_prompt, sentiment_prompt
 from course_utils.training import train_demo_adapter
-
-
-def fails(check_id: str, pattern: str, **kwargs) -> str:
-    with pytest.raises(CheckFailed) as info:
-        check(check_id, **kwargs)
-    message = str(info.value)
-    assert message.startswith(f"✗ {check_id}: ") and "\n" not in message
-    assert re.search(pattern, message), message
-    return message
-
-
-def passes(check_id: str, capsys, **kwargs) -> None:
-    check(check_id, **kwargs)
-    out = capsys.readouterr().out
-    assert out.startswith(f"✓ {check_id}: ") and out.count("\n") == 1, out
 
 
 def lora(r=8, targets=("c_attn", "c_fc"), init=False, name="default", seed=0):

@@ -2,31 +2,15 @@
 is wrong. Real objects built from the shipped tiny model."""
 from __future__ import annotations
 
-import re
-
 import pytest
 import torch
+from check_assertions import fails, passes
 from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import GPT2ForSequenceClassification
 
 from course_utils import course_model, load_base_model, load_tokenizer, shipped_adapter
-from course_utils.grading.checks import CHECKS, CheckFailed, check
+from course_utils.grading.checks import CHECKS
 from course_utils.grading.checks_advanced import ADVANCED
-
-
-def fails(check_id: str, pattern: str, **kwargs) -> str:
-    with pytest.raises(CheckFailed) as info:
-        check(check_id, **kwargs)
-    message = str(info.value)
-    assert message.startswith(f"✗ {check_id}: ") and "\n" not in message
-    assert re.search(pattern, message), message
-    return message
-
-
-def passes(check_id: str, capsys, **kwargs) -> None:
-    check(check_id, **kwargs)
-    out = capsys.readouterr().out
-    assert out.startswith(f"✓ {check_id}: ") and out.count("\n") == 1, out
 
 
 def test_every_advanced_check_is_registered_with_its_points():
