@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from jupyter_client import KernelManager
 
+from course_utils.grading import sandbox as sandbox_module
 from course_utils.grading.checks import CHECKS
 from course_utils.grading.grader import grade_path, prepare
 from course_utils.grading.sandbox import Sandbox, make_sandbox, required_in_ci
@@ -100,3 +101,14 @@ def test_without_bwrap_the_grader_still_grades_and_names_isolation_none(tmp_path
     grading = prepare(tmp_path, sandbox=Sandbox(None, 2**32))
     result = grade_path(REPO / "exercises" / "solutions" / "01_save_adapter.ipynb", grading)
     assert (result.score, result.max_score, result.isolation) == (EX01_MAX, EX01_MAX, "none"), result
+
+
+def test_a_checkout_under_tmp_is_bound_back_read_only(tmp_path, monkeypatch):
+    """CI may clone the course under /tmp: the private /tmp must not hide the interpreter and the course."""
+    venv = tmp_path / "clone" / ".venv"
+    venv.mkdir(parents=True)
+    monkeypatch.setattr(sandbox_module.sys, "prefix", str(venv))
+    argv = Sandbox(bwrap="/usr/bin/bwrap", memory_bytes=0).kernel_argv(tmp_path / "work")
+    binds = [argv[i + 1] for i, a in enumerate(argv) if a == "--ro-bind"]
+    assert str(venv.resolve()) in binds or any(venv.resolve().is_relative_to(b) for b in binds)
+    assert argv.index("--tmpfs") < argv.index("--ro-bind", argv.index("--tmpfs"))  # bound after /tmp is emptied

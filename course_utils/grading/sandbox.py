@@ -35,6 +35,17 @@ def find_bwrap() -> str | None:
     return shutil.which("bwrap")
 
 
+def _stack_under_tmp() -> list[Path]:
+    """The interpreter, the virtual environment and the course package when they live under ``/tmp`` (a
+    checkout cloned there, as CI may do): the private ``/tmp`` would hide them, so they are bound back,
+    read-only."""
+    package_root = Path(__file__).resolve().parents[2]
+    wanted = {Path(p).resolve() for p in (sys.prefix, sys.base_prefix, package_root)}
+    wanted |= {Path(p).resolve() for p in sys.path if p and Path(p).is_dir()}
+    under = sorted(p for p in wanted if p.is_relative_to("/tmp") and p != Path("/tmp"))
+    return [p for p in under if not any(p != q and p.is_relative_to(q) for q in under)]  # outermost only
+
+
 @dataclass(frozen=True)
 class Sandbox:
     """How each submission's kernel is started: ``bwrap`` (or nothing) plus a memory cap in bytes (0: none)."""
@@ -71,7 +82,7 @@ class Sandbox:
         if not self.bwrap:
             return argv
         work = str(workdir)
-        ro = [arg for folder in readable for arg in ("--ro-bind", str(folder), str(folder))]
+        ro = [arg for folder in (*readable, *_stack_under_tmp()) for arg in ("--ro-bind", str(folder), str(folder))]
         return [self.bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", *ro,
                 "--bind", work, work, "--chdir", work, "--unshare-net", "--unshare-pid", "--unshare-ipc",
                 "--unshare-uts", "--die-with-parent", "--new-session",
