@@ -188,21 +188,24 @@ def test_ex07_q2_the_base_given_back(capsys):
         return PeftModel.from_pretrained(base or load_base_model(), shipped_adapter("spanish_sentiment"))
 
     wrapped = sentiment()
-    fails("ex07_q2", "still a PeftModel", clean_base=wrapped)
-    fails("ex07_q2", "still has 16 LoRA layers", clean_base=wrapped.base_model.model)
-    fails("ex07_q2", "still has 16 LoRA layers", clean_base=wrapped.get_base_model())
-    fails("ex07_q2", "still has 16 LoRA layers", clean_base=wrapped.base_model)
+    fails("ex07_q2", "still a PeftModel", clean_base=wrapped, sentiment=wrapped)
+    fails("ex07_q2", "still has 16 LoRA layers", clean_base=wrapped.base_model.model, sentiment=wrapped)
+    fails("ex07_q2", "still has 16 LoRA layers", clean_base=wrapped.get_base_model(), sentiment=wrapped)
+    fails("ex07_q2", "still has 16 LoRA layers", clean_base=wrapped.base_model, sentiment=wrapped)
     kept = load_base_model()
-    sentiment(kept)
-    fails("ex07_q2", "still has 16 LoRA layers", clean_base=kept)  # from_pretrained changed `base` in place
-    fails("ex07_q2", "merged in, not removed", clean_base=sentiment().merge_and_unload())
+    fails("ex07_q2", "still has 16 LoRA layers", clean_base=kept, sentiment=sentiment(kept))  # changed in place
+    fails("ex07_q2", "not by loading again", clean_base=load_base_model(), sentiment=wrapped)
+    merged = sentiment()
+    fails("ex07_q2", "merged in, not removed", clean_base=merged.merge_and_unload(), sentiment=merged)
     with wrapped.disable_adapter():
-        fails("ex07_q2", "still a PeftModel", clean_base=wrapped)
-    passes("ex07_q2", capsys, clean_base=wrapped.unload())
-    passes("ex07_q2", capsys, clean_base=sentiment().base_model.unload())
+        fails("ex07_q2", "still a PeftModel", clean_base=wrapped, sentiment=wrapped)
+    passes("ex07_q2", capsys, clean_base=wrapped.unload(), sentiment=wrapped)
+    other = sentiment()
+    passes("ex07_q2", capsys, clean_base=other.base_model.unload(), sentiment=other)
     kept = load_base_model()
-    sentiment(kept).unload()
-    passes("ex07_q2", capsys, clean_base=kept)
+    other = sentiment(kept)
+    other.unload()
+    passes("ex07_q2", capsys, clean_base=kept, sentiment=other)
 
 
 @pytest.fixture(scope="module")

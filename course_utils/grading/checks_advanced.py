@@ -144,12 +144,14 @@ def _ex07_q1(repaired, reference) -> str:
     return _same(reference, model, "`repaired`")
 
 
-def _ex07_q2(clean_base) -> str:
-    """Lesson 7: the base model you passed to from_pretrained, given back without its LoRA layers."""
+def _ex07_q2(clean_base, sentiment) -> str:
+    """Lesson 7: the base model underneath ``sentiment``, given back without its LoRA layers."""
     _require(not isinstance(clean_base, PeftModel), "`clean_base` is still a PeftModel: get the model underneath.")
     lora = [n for n, m in clean_base.named_modules() if isinstance(m, LoraLayer)]
     _require(not lora, f"`clean_base` still has {len(lora)} LoRA layers (e.g. {lora[0] if lora else ''}): "
                        "they change what it computes.")
+    _require(clean_base is _peft(sentiment, "sentiment").base_model.model,
+             "`clean_base` is not the model underneath `sentiment`: obtain it from `sentiment`, not by loading again.")
     result = compare_logits(load_base_model(), clean_base, load_tokenizer())
     _require(result.ok, f"`clean_base` computes something else than the base model (max |difference| "
                         f"{result.max_abs_diff:.1e}): the adapter was merged in, not removed.")
