@@ -10,11 +10,11 @@ import tempfile
 from pathlib import Path
 
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model
+from peft import LoraConfig, PeftModel, TaskType, get_peft_model
 from peft.tuners.lora import LoraLayer
 from transformers import GPT2ForSequenceClassification
 
-from ..adapter_format import CONFIG_FILE, WEIGHTS_FILE
+from ..adapter_format import CONFIG_FILE, PICKLE_WEIGHTS_FILE, WEIGHTS_FILE
 from ..assets import course_model
 from ..files import list_files
 from ..models import load_base_model, load_tokenizer
@@ -44,6 +44,14 @@ def _same(reference, candidate, what: str, atol: float = 1e-5, batch=None) -> st
     return f"logits match the reference (max |difference| {result.max_abs_diff:.1e})"
 
 
+def _not_the_reference(reference, candidate, name: str) -> None:
+    """Fail when the learner hands back the reference model (or one sharing its LoRA tensors) instead of a load."""
+    ours = {p.data_ptr() for n, p in reference.named_parameters() if "lora_" in n or "modules_to_save" in n}
+    shared = [n for n, p in candidate.named_parameters() if p.data_ptr() in ours]
+    _require(candidate is not reference and not shared, f"`{name}` is the reference model itself (or shares its "
+                                                        "adapter tensors): load the adapter from its saved folder.")
+
+
 def _trainable_lora(model, name: str) -> int:
     lora = [p for n, p in model.named_parameters() if "lora_" in n]
     n_lora = sum(p.requires_grad for p in lora)
@@ -62,7 +70,8 @@ def _adapter_root(path, name: str) -> Path:
     nested = sorted({f.split("/")[0] for f in files if f.endswith("/" + CONFIG_FILE)})
     _require(CONFIG_FILE in files or not nested, f"the adapter sits in a subfolder ({', '.join(nested)}/), not at "
                                                  "the folder's root: pass the folder that holds adapter_config.json.")
-    _require(CONFIG_FILE in files and WEIGHTS_FILE in files, f"{folder} holds no saved adapter "
+    weights = WEIGHTS_FILE in files or PICKLE_WEIGHTS_FILE in files
+    _require(CONFIG_FILE in files and weights, f"{folder} holds no saved adapter "
                                                              f"({', '.join(files) or 'nothing'}).")
     return folder
 
@@ -81,6 +90,7 @@ def _ex06_q1(fixed, reference) -> str:
     rows = model.get_input_embeddings().weight.shape[0]
     want = reference.get_input_embeddings().weight.shape[0]
     _require(rows == want, f"`fixed` has an embedding of {rows} rows, the adapter was trained with {want}.")
+    _not_the_reference(reference, model, "fixed")
     tok = load_tokenizer()
     tagged = dict(tok(["<ent> Maria </ent> works in <ent> Paris </ent>."], return_tensors="pt"))
     return f"{rows}-token vocabulary, " + _same(reference, model, "`fixed`", batch=tagged)
@@ -89,7 +99,14 @@ def _ex06_q1(fixed, reference) -> str:
 def _ex06_q2(config) -> str:
     """Lesson 6: a LoRA config for GPT2ForSequenceClassification whose saved adapter carries its trained head."""
     _require(isinstance(config, LoraConfig), f"`config` is a {type(config).__name__}, not a LoraConfig.")
+    _require(isinstance(config.r, int) and config.r == 8, f"`config` has rank {config.r!r}; the task asks for rank 8.")
+    task = config.task_type
+    _require(task is None or (isinstance(task, str) and task == TaskType.SEQ_CLS),
+             f"`config` has task_type {task!r}, which does not fit a sequence classifier.")
     model = get_peft_model(_classifier(0), config)
+    where = sorted({n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, LoraLayer)})
+    _require(where == ["c_attn"], f"`config` puts LoRA on {', '.join(where) or 'no module'}; the task asks for "
+                                  "LoRA on c_attn only.")
     head = [n for n, p in model.named_parameters() if p.requires_grad and "score" in n]
     _require(head, "with this config the classification head (`score`) is frozen: it would keep its random start "
                    "and would not be saved.")
@@ -111,6 +128,7 @@ def _ex06_q2(config) -> str:
 def _ex06_q3(continued, reference) -> str:
     """Lesson 6: a Trainer checkpoint loaded to continue training, not wrapped again with get_peft_model."""
     model = _peft(continued, "continued")
+    _not_the_reference(reference, model, "continued")
     n = _trainable_lora(model, "continued")
     return f"{n} LoRA tensors trainable, " + _same(reference, model, "`continued`")
 
@@ -119,18 +137,21 @@ def _ex06_q3(continued, reference) -> str:
 def _ex07_q1(repaired, reference) -> str:
     """Lesson 7: an adapter with renamed module paths, loaded so that its weights are really used."""
     model = _peft(repaired, "repaired")
+    _not_the_reference(reference, model, "repaired")
     with model.disable_adapter():
         base_gap = compare_logits(model, load_base_model(), load_tokenizer()).max_abs_diff
     _require(base_gap == 0.0, "`repaired`'s base model is not the course's base model.")
     return _same(reference, model, "`repaired`")
 
 
-def _ex07_q2(clean_base) -> str:
-    """Lesson 7: the base model you passed to from_pretrained, given back without its LoRA layers."""
+def _ex07_q2(clean_base, sentiment) -> str:
+    """Lesson 7: the base model underneath ``sentiment``, given back without its LoRA layers."""
     _require(not isinstance(clean_base, PeftModel), "`clean_base` is still a PeftModel: get the model underneath.")
     lora = [n for n, m in clean_base.named_modules() if isinstance(m, LoraLayer)]
     _require(not lora, f"`clean_base` still has {len(lora)} LoRA layers (e.g. {lora[0] if lora else ''}): "
                        "they change what it computes.")
+    _require(clean_base is _peft(sentiment, "sentiment").base_model.model,
+             "`clean_base` is not the model underneath `sentiment`: obtain it from `sentiment`, not by loading again.")
     result = compare_logits(load_base_model(), clean_base, load_tokenizer())
     _require(result.ok, f"`clean_base` computes something else than the base model (max |difference| "
                         f"{result.max_abs_diff:.1e}): the adapter was merged in, not removed.")
