@@ -2,10 +2,10 @@
 
 Run on the shipped tiny model and on the full-size 124M GPT-2 architecture (``GPT2Config()`` defaults,
 random weights from a fixed seed, saved once to a cache folder outside the repository and reused).
-Writes ``benchmarks/results.md`` (tables), ``benchmarks/results.png`` (plot) and ``benchmarks/results.json``
-(the same numbers, also copied to the package data file ``course_utils/data/bench_results.json``, from which
-lessons 1, 2 and 5 show rows through ``course_utils.bench_table``). Not part of
-``make test``; ``tests/test_bench.py`` runs it on the tiny model once to prove it works.
+Writes ``benchmarks/results.md`` (tables), ``benchmarks/results.png`` (plot) and the same numbers as JSON to the
+package data file ``course_utils/data/bench_results.json`` (with ``--out``: ``<out>/results.json``), from which
+lessons 1, 2 and 5 show rows through ``course_utils.bench_table``. Not part of
+``make test``; ``tests/test_maintenance_bench.py`` runs it on the tiny model once to prove it works.
 
 What the memory columns mean: **peak RSS delta** is the highest resident set size of this process
 during the operation (Linux ``VmHWM`` after resetting it through ``/proc/self/clear_refs``) minus the RSS
@@ -333,12 +333,13 @@ def run_bench(models=MODELS, repeats: int = 5, out: Path = OUT, cache: Path | No
         measures += m
     md = out / "results.md"
     write_markdown(sizes, measures, repeats, md)
-    write_json(sizes, measures, repeats, out / "results.json")
-    if out == OUT:  # the lessons read the package's copy, so an installed course shows the same rows
-        RESULTS.write_bytes((out / "results.json").read_bytes())
+    # The lessons read the package's copy (an installed course shows the same rows): the default run writes the
+    # JSON there only; another --out folder gets its own results.json.
+    json_path = RESULTS if out == OUT else out / "results.json"
+    write_json(sizes, measures, repeats, json_path)
     write_plot(sizes, measures, out / "results.png")
     print(md.read_text())
-    print(f"bench: wrote {md}, results.json and results.png in {time.perf_counter() - start:.0f} s")
+    print(f"bench: wrote {md}, {json_path} and results.png in {time.perf_counter() - start:.0f} s")
     return md
 
 
