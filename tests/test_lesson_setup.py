@@ -23,7 +23,17 @@ def test_seed_everything_python_random():
     assert random.random() == x
 
 
-def test_setup_notebook_leaves_library_warnings_visible():
+def _caught(**setup_kwargs) -> list[str]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        setup_notebook(**setup_kwargs)
+        warnings.warn("fan_in_fan_out is set to False but the target module is `Conv1D`.", UserWarning, stacklevel=1)
+        warnings.warn("`is_gradient_checkpointing` is deprecated and will be removed", FutureWarning, stacklevel=1)
+        warnings.warn("Already found a `peft_config` attribute in the model.", UserWarning, stacklevel=1)
+    return [str(w.message) for w in caught]
+
+
+def test_setup_notebook_hides_only_what_lesson_1_explains():
     import logging
 
     import transformers
@@ -32,12 +42,20 @@ def test_setup_notebook_leaves_library_warnings_visible():
 
     transformers.logging.set_verbosity_warning()
     logging.getLogger("peft").setLevel(logging.WARNING)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("default")
-        setup_notebook()
-        warnings.warn("fan_in_fan_out is set to False but the target module is `Conv1D`.", UserWarning, stacklevel=1)
-        warnings.warn("Already found a `peft_config` attribute in the model.", UserWarning, stacklevel=1)
-    assert len(caught) == 2  # nothing filtered globally: the lessons show what a learner will meet
+    assert len(_caught(show_explained=True)) == 3  # lesson 1: every message shown
+    shown = _caught()
+    assert shown == ["Already found a `peft_config` attribute in the model."]  # only the explained two hidden
+    log = logging.getLogger("transformers.modeling_utils")
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    log.addHandler(handler)
+    try:
+        log.warning("`loss_type=None` was set in the config but it is unrecognized. Using the default loss")
+        log.warning("something else transformers says")
+    finally:
+        log.removeHandler(handler)
+    assert [r.getMessage() for r in records] == ["something else transformers says"]
     assert transformers.logging.get_verbosity() == transformers.logging.WARNING
     assert logging.getLogger("peft").level == logging.WARNING
     assert not transformers.utils.logging.is_progress_bar_enabled()  # progress bars (timings) stay off
