@@ -18,8 +18,13 @@ pick_python() {
 
 want=$(sha256sum pyproject.toml | cut -c1-16)
 stamp="$VENV/.course-installed"
+# Byte-compile course_utils once: with PYTHONDONTWRITEBYTECODE set (as on CI machines), every notebook kernel
+# would otherwise compile it again from source. Quiet, and quick when nothing changed.
+compile_course_utils() { "$VENV/bin/python" -m compileall -q course_utils >/dev/null; }
+
 if [ -x "$VENV/bin/python" ] && [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   echo "setup: $VENV is up to date with pyproject.toml (nothing to install)"
+  compile_course_utils
   "$VENV/bin/python" scripts/register_kernel.py --quiet
   "$VENV/bin/python" scripts/lab_settings.py
   exit 0
@@ -35,5 +40,6 @@ start=$(date +%s)
 "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e ".[test,instructor]"
 echo "$want" > "$stamp"
 echo "setup: installed the pinned stack into $VENV in $(( $(date +%s) - start )) s"
+compile_course_utils
 "$VENV/bin/python" scripts/register_kernel.py
 "$VENV/bin/python" scripts/lab_settings.py
