@@ -1,5 +1,7 @@
 """The setup files agree with each other and with the README."""
 import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
@@ -40,3 +42,12 @@ def test_readme_syllabus_links_exist():
     readme = (ROOT / "README.md").read_text()
     for link in re.findall(r"\]\(((?:notebooks|exercises)/[^)]+)\)", readme):
         assert (ROOT / link).exists(), f"README links to missing {link}"
+
+
+def test_nbformat_import_builds_no_uri_parser():
+    """Every notebook runner imports nbformat, which imports jsonschema. jsonschema 4.25+ also imports
+    rfc3987_syntax, which builds a grammar at import (0.9 s per process, measured): pyproject.toml pins the newest
+    jsonschema without it. Bumping that pin past 4.24 fails here."""
+    code = "import sys, nbformat; print('rfc3987_syntax' in sys.modules)"
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert run.stdout.strip() == "False", "jsonschema now imports rfc3987_syntax: keep jsonschema at 4.24.x"
