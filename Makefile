@@ -3,9 +3,9 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 LAB_ARGS ?=
 # Notebook kernels at once: the usable cores plus one. A kernel sits idle while it starts and shuts down (about
-# 0.4 s of 0.6 s per notebook here), and the extra kernel fills those gaps: `make bench` measured 1.25x against
-# 1.29x with one kernel per core (4 paired runs, 2 cores). nproc answers OMP_NUM_THREADS when it is set (make
-# test sets it to 1 for torch): ask without it.
+# 0.4 s of the 0.6 s it takes per notebook here), and the extra kernel fills those gaps. On 2 cores the floor
+# ratio `make bench` reports averaged 1.23x (16 runs) against 1.28x with one kernel per core (9 runs).
+# nproc answers OMP_NUM_THREADS when it is set (make test sets it to 1 for torch): ask without it.
 NBVAL_JOBS ?= $(shell echo $$(( $$(env -u OMP_NUM_THREADS -u OMP_THREAD_LIMIT nproc) + 1 )))
 HF_HUB_OFFLINE ?= 1
 export HF_HUB_OFFLINE

@@ -363,6 +363,7 @@ def test_ex03_q2(capsys):
 
 
 def _two(first="english_ner", second="spanish_sentiment", names=None):
+    """A base model with two shipped adapters, loaded under ``names`` (default: the adapters' own names)."""
     names = names or (first, second)
     model = PeftModel.from_pretrained(load_base_model(), shipped_adapter(first), adapter_name=names[0])
     model.load_adapter(shipped_adapter(second), adapter_name=names[1])
@@ -543,11 +544,9 @@ def test_ex04_q4(saved, capsys):
 
 
 # ---------------------------------------------------------------------------------------- exercise 5
-def _both(first="spanish_sentiment", second="english_ner", names=None):
-    names = names or (first, second)
-    model = PeftModel.from_pretrained(load_base_model(), shipped_adapter(first), adapter_name=names[0])
-    model.load_adapter(shipped_adapter(second), adapter_name=names[1])
-    return model
+def _both(*adapters, names=None):
+    """Exercise 5's model: the Spanish adapter first, then the NER one (``_two`` in the other order)."""
+    return _two(*(adapters or ("spanish_sentiment", "english_ner")), names=names)
 
 
 def test_ex05_q1(capsys):
