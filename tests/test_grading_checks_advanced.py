@@ -13,12 +13,8 @@ from transformers import GPT2ForSequenceClassification
 
 from course_utils import course_model, load_base_model, load_tokenizer, shipped_adapter
 from course_utils.adapter_format import CONFIG_FILE, WEIGHTS_FILE
-from course_utils.grading.checks import CHECKS
-from course_utils.grading.checks_advanced import ADVANCED
-
-
-def test_every_advanced_check_is_registered_with_its_points():
-    assert {cid: CHECKS[cid].points for cid, *_ in ADVANCED} == {cid: pts for cid, pts, *_ in ADVANCED}
+from course_utils.grading.checks import entity_colleague, renamed_colleague
+from course_utils.grading.questions.ex06 import _classifier
 
 
 def fixed_lora(model, targets=("c_attn",), **extra):
@@ -30,13 +26,7 @@ def fixed_lora(model, targets=("c_attn",), **extra):
 
 @pytest.fixture(scope="module")
 def added_tokens(tmp_path_factory):
-    tok = load_tokenizer()
-    tok.add_special_tokens({"additional_special_tokens": ["<ent>", "</ent>"]})
-    base = load_base_model()
-    base.resize_token_embeddings(len(tok))
-    model = fixed_lora(base, modules_to_save=["wte"])
-    with torch.no_grad():
-        model.base_model.model.transformer.wte.modules_to_save["default"].weight[-2:] += 0.5
+    model, tok = entity_colleague()  # the exercise's given adapter: the checker builds the same one
     folder = tmp_path_factory.mktemp("tokens") / "adapter"
     model.save_pretrained(folder)
     return model, folder, len(tok)
@@ -110,36 +100,38 @@ def test_ex06_q3_a_checkpoint_to_continue_from(checkpoints, capsys):
     def load(step=4, **kw):
         return PeftModel.from_pretrained(load_base_model(), root / f"checkpoint-{step}", **kw)
 
-    passes("ex06_q3", capsys, continued=load(is_trainable=True), reference=trained)
-    passes("ex06_q3", capsys, continued=load(is_trainable=True, adapter_name="resume"), reference=trained)
+    given = {"checkpoint": root / "checkpoint-4", "reference": trained}
+
+    passes("ex06_q3", capsys, continued=load(is_trainable=True), **given)
+    passes("ex06_q3", capsys, continued=load(is_trainable=True, adapter_name="resume"), **given)
     thawed_lora = load()
     for name, p in thawed_lora.named_parameters():
         p.requires_grad_("lora_" in name)
-    passes("ex06_q3", capsys, continued=thawed_lora, reference=trained)
+    passes("ex06_q3", capsys, continued=thawed_lora, **given)
 
-    fails("ex06_q3", "are frozen", continued=load(), reference=trained)
-    fails("ex06_q3", "are frozen", continued=load().train(), reference=trained)
+    fails("ex06_q3", "are frozen", continued=load(), **given)
+    fails("ex06_q3", "are frozen", continued=load().train(), **given)
     with pytest.warns(UserWarning, match="second time"):
         rewrapped = get_peft_model(load().base_model.model,
                                    LoraConfig(r=8, target_modules=["c_attn"], fan_in_fan_out=True))
-    fails("ex06_q3", "different logits", continued=rewrapped, reference=trained)
+    fails("ex06_q3", "different logits", continued=rewrapped, **given)
     fresh = get_peft_model(load_base_model(), LoraConfig(r=8, target_modules=["c_attn"], fan_in_fan_out=True))
-    fails("ex06_q3", "different logits", continued=fresh, reference=trained)
-    fails("ex06_q3", "different logits", continued=load(2, is_trainable=True), reference=trained)
+    fails("ex06_q3", "different logits", continued=fresh, **given)
+    fails("ex06_q3", "different logits", continued=load(2, is_trainable=True), **given)
     thawed = load(is_trainable=True)
     thawed.base_model.model.transformer.wte.weight.requires_grad_(True)
-    fails("ex06_q3", "base-model parameters .* require grad", continued=thawed, reference=trained)
+    fails("ex06_q3", "base-model parameters .* require grad", continued=thawed, **given)
     everything = load()
     everything.requires_grad_(True)
-    fails("ex06_q3", "base-model parameters .* require grad", continued=everything, reference=trained)
-    fails("ex06_q3", "not a PeftModel", continued=load().base_model.model, reference=trained)
-    fails("ex06_q3", "reference model itself", continued=trained, reference=trained)
+    fails("ex06_q3", "base-model parameters .* require grad", continued=everything, **given)
+    fails("ex06_q3", "not a PeftModel", continued=load().base_model.model, **given)
+    fails("ex06_q3", "reference model itself", continued=trained, **given)
 
 
 @pytest.fixture(scope="module")
 def renamed(tmp_path_factory):
     folder = tmp_path_factory.mktemp("theirs")
-    theirs = fixed_lora(load_base_model(), targets=("c_attn", "c_fc"))
+    theirs = renamed_colleague()  # the exercise's given adapter: the checker builds the same one
     theirs.save_pretrained(folder)
     weights = load_file(folder / WEIGHTS_FILE)
     save_file({k.replace("model.transformer.", "model.decoder.transformer."): v for k, v in weights.items()},
@@ -239,15 +231,13 @@ def test_ex07_q3_combined_adapter_wrong_answers(combined, tmp_path):
     fails("ex07_q3", "does not compute both adapters together", combo_folder=root / "all" / "es")
     fails("ex07_q3", "does not compute both", combo_folder=shipped_adapter("english_ner"))
     fails("ex07_q3", "nothing was saved", combo_folder=tmp_path / "missing")
-    fails("ex07_q3", "should be a folder path, not a PeftModel", combo_folder=two)
+    fails("ex07_q3", "should be the folder's path .*not a PeftModel", combo_folder=two)
     (tmp_path / "config_only").mkdir()
     shutil.copy(root / "all" / "cat" / CONFIG_FILE, tmp_path / "config_only")
-    fails("ex07_q3", "holds no saved adapter", combo_folder=tmp_path / "config_only")
+    fails("ex07_q3", "no adapter_model.safetensors in the folder", combo_folder=tmp_path / "config_only")
 
 
 def test_a_classifier_check_builds_a_new_random_head_each_time():
-    from course_utils.grading.checks_advanced import _classifier
-
     a, b = _classifier(0).score.weight, _classifier(1).score.weight
     assert not torch.equal(a, b)
     assert isinstance(_classifier(0), GPT2ForSequenceClassification) and course_model()

@@ -1,20 +1,40 @@
-"""One sandbox per graded submission: Debian's bubblewrap (``bwrap``) around the submission's kernel.
+"""One sandbox per graded submission: bubblewrap (``bwrap``) around the submission's kernel, which runs as ``nobody``.
 
-Inside, the kernel reads the whole file system (the course, its installed stack) but writes only its own
-fresh folder; ``/tmp`` is private and empty, there is no network (``--unshare-net``), every process it
-starts lives in its own PID namespace and ends with it (``--unshare-pid``, ``--die-with-parent``), and
-``prlimit --as`` caps its memory. The kernel talks to the grader over Unix sockets in its folder (ZeroMQ
-``ipc`` transport), since a TCP port on the grader's loopback is out of reach once the network is unshared.
-Without ``bwrap`` the grader still runs, says in one line which protections are missing, and names the
-isolation level ``none`` in its JSON; with ``CI=true`` that is a failure. Used by ``grader.py``.
+The kernel runs as uid and gid 65534 (``nobody``), with no capabilities (effective, permitted, inheritable, ambient
+or bounding) and ``no_new_privs``. When the grader runs as root, bwrap builds the sandbox and ``setpriv`` drops to
+nobody inside it (mode ``drop-root``); otherwise bwrap maps the caller to nobody in a new user namespace (mode
+``user-namespace``). Its root file system is built from read-only binds of only what it needs: ``/usr`` (and the
+host's ``/bin``, ``/lib``... links), the interpreter's tree, the virtual environment, the site-packages folders,
+the ``course_utils`` package folder (not the checkout: solutions, tests, ``.git`` are absent), the folders the
+grader names and a few ``/etc`` files. It writes only its own folder, plus a small private ``/tmp`` and ``/dev/shm``.
+It sees a fresh ``/proc`` of its own PID namespace, has no network (only its own loopback), its own IPC and UTS
+namespaces, none of the grader's environment variables, and every process it starts ends with it
+(``--die-with-parent``, ``--new-session``). ``prlimit`` caps its processes (RLIMIT_NPROC: in drop-root mode it
+counts every uid-65534 process on the host, other sandboxes included), address space, CPU time per process, file
+size and open files; wall time and output size are the grader's. The kernel talks to the grader over Unix sockets
+in its folder (ZeroMQ ``ipc`` transport): a TCP port on the grader's loopback is out of its reach.
+
+It can still: read the files bound in (the installed stack and the course package), use the CPU and memory under
+those caps, fill its own folder with files under the size cap until the grader's wall time ends it, and create
+user namespaces of its own (with no more privilege than it has).
+
+When bwrap is missing or cannot start such a sandbox here (one probe per process, run when first needed),
+``Sandbox.refusal()`` says so in one line and ``kernel_manager`` raises ``SandboxRefused`` rather than run the
+submission unsandboxed; ``make_sandbox(unsafe=True)`` runs the kernel directly (isolation ``none``, one warning
+line), and with ``CI=true`` that is a failure. Used by ``grader.py``.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
+import resource
 import shutil
+import stat
+import subprocess
 import sys
-from dataclasses import dataclass
+import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from jupyter_client import AsyncKernelManager, KernelManager
@@ -26,68 +46,153 @@ MEMORY_GIB = 4.0          # default memory cap of one submission's kernel (addre
 SANDBOX_KERNEL = "course-grading-sandbox"
 BUBBLEWRAP = "bubblewrap"
 NONE = "none"
-MISSING_WITHOUT_BWRAP = ("read-only course and home", "private /tmp", "no network",
-                         "processes ended with the kernel")
+DROP_ROOT = "drop-root"              # bwrap runs as root; setpriv drops to nobody inside the sandbox
+USER_NAMESPACE = "user-namespace"    # bwrap runs unprivileged; a user namespace maps the caller to nobody
+NOBODY = 65534
+UNSAFE_FLAG = "--unsafe-no-sandbox"
+CI_VALUES = ("1", "true", "yes")
+HOST_LINKS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")   # links into /usr, or folders, on the host
+ETC_FILES = ("passwd", "group", "nsswitch.conf", "ld.so.cache", "localtime")
+PASSED_ENV = ("COURSE_MODEL", "TZ")  # the only grader variables the kernel sees
+CREATED = ("/", "/tmp", "/etc", "/dev", "/proc")  # folders that exist in the sandbox before any bind
+SETPRIV_ARGS = (f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all",
+                "--no-new-privs")
+NAMESPACES = ("--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
+              "--hostname", "grading-sandbox", "--die-with-parent", "--new-session")
+PROBE_CODE = ("import os, sys\n"
+              "caps = [line.split()[1] for line in open('/proc/self/status') if line.startswith('Cap')]\n"
+              f"ok = os.getuid() == os.geteuid() == os.getgid() == {NOBODY} and not any(int(c, 16) for c in caps)\n"
+              "sys.exit(0 if ok else f'the sandbox ran as uid {os.getuid()} with capabilities {caps}')\n")
+
+
+class SandboxRefused(RuntimeError):
+    """Raised instead of starting a submission's kernel unsandboxed; the message is ``Sandbox.refusal()``."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one sandboxed kernel may use besides memory (``Sandbox.memory_bytes``); each capped at the grader's own."""
+    processes: int = 1024           # RLIMIT_NPROC, threads included (torch's fit; a fork bomb stops there)
+    cpu_seconds: int = 900          # RLIMIT_CPU, per process
+    file_bytes: int = 2**30         # RLIMIT_FSIZE: the largest file it may write
+    open_files: int = 1024          # RLIMIT_NOFILE
+    tmp_bytes: int = 256 * 2**20    # size of each of its tmpfs, /tmp and /dev/shm (they use the host's RAM)
+
+
+def default_mode() -> str:
+    """How bwrap drops privilege for this process: ``drop-root`` when it runs as root, else ``user-namespace``."""
+    return DROP_ROOT if os.geteuid() == 0 else USER_NAMESPACE
 
 
 def find_bwrap() -> str | None:
-    """The ``bwrap`` binary, if it is installed and can create the namespaces the sandbox needs here."""
+    """The ``bwrap`` binary on ``PATH``, if installed (whether it works here is ``Sandbox.refusal``'s probe)."""
     return shutil.which("bwrap")
-
-
-def _stack_under_tmp() -> list[Path]:
-    """The interpreter, the virtual environment and the course package when they live under ``/tmp`` (a
-    checkout cloned there, as CI may do): the private ``/tmp`` would hide them, so they are bound back,
-    read-only."""
-    package_root = Path(__file__).resolve().parents[2]
-    wanted = {Path(p).resolve() for p in (sys.prefix, sys.base_prefix, package_root)}
-    wanted |= {Path(p).resolve() for p in sys.path if p and Path(p).is_dir()}
-    under = sorted(p for p in wanted if p.is_relative_to("/tmp") and p != Path("/tmp"))
-    return [p for p in under if not any(p != q and p.is_relative_to(q) for q in under)]  # outermost only
 
 
 @dataclass(frozen=True)
 class Sandbox:
-    """How each submission's kernel is started: ``bwrap`` (or nothing) plus a memory cap in bytes (0: none)."""
+    """How each submission's kernel is started: ``bwrap`` (None: directly), a memory cap in bytes (0: none), how
+    privilege is dropped (``mode``), the other limits, and whether running unsandboxed was asked for (``unsafe``)."""
     bwrap: str | None
     memory_bytes: int
+    mode: str = field(default_factory=default_mode)
+    limits: Limits = Limits()
+    unsafe: bool = False
 
     @property
     def level(self) -> str:
         return BUBBLEWRAP if self.bwrap else NONE
 
-    def missing(self) -> list[str]:
-        """The protections this sandbox does not give (empty with bwrap and a memory cap)."""
-        missing = [] if self.bwrap else list(MISSING_WITHOUT_BWRAP)
-        if not self.memory_bytes or not shutil.which("prlimit"):
-            missing.append("memory cap")
-        return missing
+    def refusal(self) -> str | None:
+        """One line saying why submissions cannot be sandboxed here and how to fix it, or None when they can."""
+        if self.unsafe:
+            return None
+        problem = self._problem()
+        return problem and f"grade: cannot sandbox submissions: {problem}; or pass {UNSAFE_FLAG} to grade one trusted learner"
+
+    def _problem(self) -> str | None:
+        if not self.bwrap:
+            return "bubblewrap (bwrap) is not installed: apt-get install -y bubblewrap"
+        for tool, use in (("prlimit", "to limit the kernel"), ("setpriv", "to drop root")):
+            if (tool == "prlimit" or self.mode == DROP_ROOT) and not shutil.which(tool):
+                return f"{tool} is not installed ({use}): apt-get install -y util-linux"
+        failure = _probe(self.bwrap, self.mode)
+        if failure is None:
+            return None
+        if self.mode == DROP_ROOT:
+            return (f"bwrap cannot build a sandbox as root here ({failure}): give the container CAP_SYS_ADMIN and "
+                    "unconfined seccomp/AppArmor, or run the grader as a user with user namespaces enabled")
+        return (f"bwrap cannot build an unprivileged sandbox here ({failure}): enable user namespaces "
+                "(sysctl kernel.unprivileged_userns_clone=1, kernel.apparmor_restrict_unprivileged_userns=0) "
+                "or run the grader as root")
 
     def warning(self) -> str | None:
-        """One line for the start of a batch naming what is missing, or None when nothing is."""
-        missing = self.missing()
-        if not missing:
-            return None
-        how = " (install bubblewrap: apt-get install -y bubblewrap)" if not self.bwrap else ""
-        return f"grade: isolation {self.level}: missing {', '.join(missing)}{how}"
+        """One line for the start of a batch when submissions are not fully contained, else None."""
+        if self.unsafe:
+            return (f"grade: isolation none ({UNSAFE_FLAG}): each submission runs unsandboxed as this user, with "
+                    "its files, network and processes; grade only a trusted learner's work this way")
+        refused = self.refusal()
+        if refused:
+            return refused
+        return None if self.memory_bytes else f"grade: isolation {self.level}: no memory cap"
+
+    def argv(self, command: list[str], workdir: Path, readable: tuple[Path, ...] = (),
+             env: dict[str, str] | None = None) -> list[str]:
+        """``command`` run in this sandbox, in ``workdir`` (its one writable folder); ``readable``: more folders it
+        reads; ``env``: variables it gets besides the sandbox's own (unsandboxed, the caller's environment)."""
+        if self.level == NONE:
+            return self._limited(command)
+        if self.mode == DROP_ROOT:
+            inner, identity = [shutil.which("setpriv") or "setpriv", *SETPRIV_ARGS, "--", *command], []
+        else:
+            inner = command
+            identity = ["--unshare-user", "--uid", str(NOBODY), "--gid", str(NOBODY), "--cap-drop", "ALL"]
+        return [self.bwrap, *identity, *NAMESPACES, *self._file_system(Path(workdir), readable),
+                *_environment(Path(workdir), env or {}), *self._limited(inner)]
+
+    def _limited(self, command: list[str]) -> list[str]:
+        prlimit = shutil.which("prlimit")
+        if not prlimit:
+            return command
+        caps = {"as": (resource.RLIMIT_AS, self.memory_bytes), "cpu": (resource.RLIMIT_CPU, self.limits.cpu_seconds),
+                "fsize": (resource.RLIMIT_FSIZE, self.limits.file_bytes), "core": (resource.RLIMIT_CORE, 0),
+                "nofile": (resource.RLIMIT_NOFILE, self.limits.open_files)}
+        if self.level != NONE:  # unsandboxed, the process count would be the whole grader user's
+            caps["nproc"] = (resource.RLIMIT_NPROC, self.limits.processes)
+        if not self.memory_bytes:
+            del caps["as"]
+        return [prlimit, *(f"--{name}={_capped(*cap)}" for name, cap in caps.items()), "--", *command]
+
+    def _file_system(self, workdir: Path, readable: tuple[Path, ...]) -> list[str]:
+        tmpfs = [arg for dest in ("/dev/shm", "/tmp") for arg in
+                 ("--perms", "1777", "--size", str(self.limits.tmp_bytes), "--tmpfs", dest)]
+        args = ["--proc", "/proc", "--dev", "/dev", *tmpfs, *_host_layout(), *_etc()]
+        binds = _binds(workdir, readable)
+        covered = [*_host_folders(), *(path for _, path in binds)]
+        made: set[Path] = set()
+        for how, path in binds:
+            args += [*_ancestors(path, covered, made), how, os.path.realpath(path), str(path)]
+        return [*args, "--chdir", str(workdir)]
 
     def kernel_argv(self, workdir: Path, readable: tuple[Path, ...] = ()) -> list[str]:
         """The command that starts one kernel for ``workdir``, with ``{connection_file}`` for jupyter_client.
 
-        ``readable``: grader folders under ``/tmp`` (hidden by the private ``/tmp``) the kernel must read.
+        ``readable``: grader folders the kernel must read (the kernel sees nothing else of the grader's).
         """
-        argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
-        if self.memory_bytes and shutil.which("prlimit"):
-            argv = [shutil.which("prlimit"), f"--as={self.memory_bytes}", "--", *argv]
-        if not self.bwrap:
-            return argv
-        work = str(workdir)
-        ro = [arg for folder in (*readable, *_stack_under_tmp()) for arg in ("--ro-bind", str(folder), str(folder))]
-        return [self.bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", *ro,
-                "--bind", work, work, "--chdir", work, "--unshare-net", "--unshare-pid", "--unshare-ipc",
-                "--unshare-uts", "--die-with-parent", "--new-session",
-                # the kernel's parent is bwrap's init (PID 1) here: ipykernel must not poll for the grader's PID
-                "--setenv", "JPY_PARENT_PID", "1", *argv]
+        env = {**kernel_env(workdir), "HOME": str(workdir), "JPY_PARENT_PID": "1"}  # its parent is bwrap's init
+        return self.argv([sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"], workdir, readable,
+                         env)
+
+    def prepare(self, workdir: Path, readable: tuple[Path, ...] = ()) -> None:
+        """Let the kernel's uid write ``workdir`` and read ``readable`` (drop-root mode: nobody owns ``workdir``
+        and gid 65534 may read what "other" may not; in the other modes the caller's files are already its)."""
+        if self.level == NONE or self.mode != DROP_ROOT:
+            return
+        for path in _tree(Path(workdir)):
+            os.lchown(path, NOBODY, NOBODY)
+        for folder in readable:
+            for path in _tree(Path(folder)):
+                share_with_nobody(path)
 
     def kernel_manager(self, workdir: Path, spec_dir: Path, readable: tuple[Path, ...] = (),
                        manager: type[KernelManager] = AsyncKernelManager) -> KernelManager:
@@ -95,29 +200,174 @@ class Sandbox:
 
         ``spec_dir`` holds the generated kernelspec and connection file; it must be outside ``workdir`` (the
         kernel reads it but cannot write it). ``readable``: more grader folders the kernel reads. ``manager``:
-        nbclient drives an AsyncKernelManager (a blocking one hides its timeouts and dead kernels).
+        nbclient drives an AsyncKernelManager (a blocking one hides its timeouts and dead kernels). Raises
+        ``SandboxRefused`` when this sandbox cannot be built here and running unsandboxed was not asked for.
         """
+        refused = self.refusal()
+        if refused:
+            raise SandboxRefused(refused)
         kernels = spec_dir / "kernels"
         folder = kernels / SANDBOX_KERNEL
         folder.mkdir(parents=True, exist_ok=True)
-        env = {**ENV, "IPYTHONDIR": str(workdir / ".ipython"), "MPLCONFIGDIR": str(workdir / ".matplotlib"),
-               "PYTHONDONTWRITEBYTECODE": "1"}
         spec = {"argv": self.kernel_argv(workdir, (spec_dir, *readable)), "display_name": "graded submission",
-                "language": "python", "env": env}
+                "language": "python", "env": kernel_env(workdir)}
         (folder / "kernel.json").write_text(json.dumps(spec), encoding="utf-8")
+        self.prepare(workdir, (spec_dir, *readable))
         specs = KernelSpecManager(kernel_dirs=[str(kernels)], ensure_native_kernel=False)
+        if self.level != NONE and self.mode == DROP_ROOT:
+            manager = _sharing_connection_file(manager)
         km = manager(kernel_name=SANDBOX_KERNEL, kernel_spec_manager=specs, transport="ipc",
-                           ip=str(workdir / ".kernel"))
+                     ip=str(workdir / ".kernel"))
         km.connection_file = str(spec_dir / "connection.json")
         return km
 
 
-def make_sandbox(memory_gib: float = MEMORY_GIB, use_bwrap: bool = True) -> Sandbox:
-    return Sandbox(find_bwrap() if use_bwrap else None, int(memory_gib * 2**30) if memory_gib > 0 else 0)
+def kernel_env(workdir: Path) -> dict[str, str]:
+    """The variables every graded kernel gets (its kernelspec's ``env``)."""
+    return {**ENV, "IPYTHONDIR": str(workdir / ".ipython"), "MPLCONFIGDIR": str(workdir / ".matplotlib"),
+            "PYTHONDONTWRITEBYTECODE": "1"}
+
+
+def make_sandbox(memory_gib: float = MEMORY_GIB, unsafe: bool = False) -> Sandbox:
+    """The sandbox for this host; ``unsafe``: run kernels directly (isolation ``none``), for one trusted learner."""
+    memory = int(memory_gib * 2**30) if memory_gib > 0 else 0
+    return Sandbox(None if unsafe else find_bwrap(), memory, unsafe=unsafe)
 
 
 def required_in_ci(sandbox: Sandbox) -> str | None:
-    """In CI (``CI=true``) a sandbox without bwrap is a failure: the message to stop with, else None."""
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes") and not sandbox.bwrap:
+    """In CI (``CI=true``) an unsandboxed grader is a failure: the message to stop with, else None."""
+    if os.environ.get("CI", "").lower() not in CI_VALUES:
+        return None
+    if sandbox.unsafe:
+        return f"grade: CI=true refuses {UNSAFE_FLAG}: CI grades in the sandbox (.ci/run installs bubblewrap)"
+    if not sandbox.bwrap:
         return "grade: CI=true but bubblewrap (bwrap) is not installed: .ci/run installs it (apt-get install bubblewrap)"
-    return None
+    return sandbox.refusal()
+
+
+def share_with_nobody(path: Path) -> None:
+    """Let gid 65534 read ``path`` (and enter it, a folder) when "other" may not: group 65534, group read."""
+    st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode):
+        return
+    need = 0o5 if stat.S_ISDIR(st.st_mode) else 0o4
+    if st.st_mode & need != need:
+        os.lchown(path, -1, NOBODY)
+        os.chmod(path, stat.S_IMODE(st.st_mode) | need << 3)
+
+
+@functools.cache
+def _probe(bwrap: str, mode: str) -> str | None:
+    """Why ``bwrap`` cannot run a command as nobody without capabilities here, or None (once per process)."""
+    sandbox = Sandbox(bwrap, 0, mode)
+    with tempfile.TemporaryDirectory(prefix="sandbox-probe-") as tmp:
+        sandbox.prepare(Path(tmp))
+        try:
+            done = subprocess.run(sandbox.argv([sys.executable, "-S", "-c", PROBE_CODE], Path(tmp)),
+                                  capture_output=True, text=True, timeout=60, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"{type(exc).__name__}: {exc}"
+    if done.returncode == 0:
+        return None
+    lines = (done.stderr or done.stdout).strip().splitlines()
+    return lines[-1] if lines else f"exit status {done.returncode}"
+
+
+@functools.cache
+def _sharing_connection_file(manager: type[KernelManager]) -> type[KernelManager]:
+    """``manager`` whose connection file (written 0600 by jupyter_client) the kernel's gid 65534 may read."""
+    class Sharing(manager):
+        def write_connection_file(self, **kwargs) -> None:
+            super().write_connection_file(**kwargs)
+            share_with_nobody(Path(self.connection_file))
+
+    Sharing.__name__ = Sharing.__qualname__ = f"Sandboxed{manager.__name__}"
+    return Sharing
+
+
+def _capped(limit: int, value: int) -> int:
+    hard = resource.getrlimit(limit)[1]
+    return value if hard == resource.RLIM_INFINITY else min(value, hard)
+
+
+def _tree(root: Path) -> list[Path]:
+    """``root`` and everything under it, links not followed."""
+    if not root.is_dir() or root.is_symlink():
+        return [root] if os.path.lexists(root) else []
+    paths = [root]
+    for folder, dirs, files in os.walk(root):
+        paths += [Path(folder, name) for name in (*dirs, *files)]
+    return paths
+
+
+def _host_folders() -> list[Path]:
+    """The host folders bound whole at their own path: ``/usr`` and those of ``HOST_LINKS`` that are not links."""
+    return [Path("/usr"), *(p for p in (Path("/", n) for n in HOST_LINKS) if p.is_dir() and not p.is_symlink())]
+
+
+def _host_layout() -> list[str]:
+    args = []
+    for name in HOST_LINKS:
+        path = Path("/", name)
+        if path.is_symlink():
+            args += ["--symlink", os.readlink(path), str(path)]
+    return [*args, *(arg for p in _host_folders() for arg in ("--ro-bind", str(p), str(p)))]
+
+
+def _etc() -> list[str]:
+    args = ["--perms", "0755", "--dir", "/etc"]
+    for name in ETC_FILES:
+        path = Path("/etc", name)
+        if path.is_symlink():
+            args += ["--symlink", os.readlink(path), str(path)]
+        elif path.is_file():
+            args += ["--ro-bind", str(path), str(path)]
+    return args
+
+
+def _stack() -> list[Path]:
+    """What the kernel's interpreter reads, as it names it: the interpreter's tree, the virtual environment, the
+    site-packages folders, the course package (its folder only: an editable install maps it into the checkout)
+    and the ``$COURSE_MODEL`` folder, if one is set."""
+    package = Path(os.path.abspath(__file__)).parents[1]
+    sites = [p for p in sys.path if Path(p).name in ("site-packages", "dist-packages")]
+    model = os.environ.get("COURSE_MODEL", "").strip()
+    paths = [sys.base_prefix, sys.base_exec_prefix, sys.prefix, sys.exec_prefix, *sites, package,
+             Path(os.path.realpath(sys.executable)).parent.parent]
+    if model and Path(model).expanduser().is_dir():
+        paths.append(Path(model).expanduser())
+    return [Path(os.path.abspath(p)) for p in paths]
+
+
+def _binds(workdir: Path, readable: tuple[Path, ...]) -> list[tuple[str, Path]]:
+    """(``--ro-bind`` or ``--bind``, path) of every folder bound at its own path, outer ones first; the stack and
+    ``readable`` read-only (only the outermost of nested ones, none under ``/usr``), ``workdir`` writable."""
+    wanted = {p for p in (*_stack(), *(Path(os.path.abspath(r)) for r in readable)) if p.exists()}
+    wanted = {p for p in wanted if not _under(p, _host_folders())}
+    outer = [p for p in wanted if not any(q != p and p.is_relative_to(q) for q in wanted)]
+    binds = [*(("--ro-bind", p) for p in outer), ("--bind", Path(os.path.abspath(workdir)))]
+    return sorted(binds, key=lambda bind: bind[1].parts)
+
+
+def _ancestors(path: Path, covered: list[Path], made: set[Path]) -> list[str]:
+    """``--dir`` for each ancestor of ``path`` the sandbox lacks, mode 0755: bwrap would make it 0700, which
+    nobody cannot enter."""
+    args = []
+    for parent in reversed(path.parents):
+        if str(parent) in CREATED or parent in made or _under(parent, covered):
+            continue
+        made.add(parent)
+        args += ["--perms", "0755", "--dir", str(parent)]
+    return args
+
+
+def _under(path: Path, roots: list[Path]) -> bool:
+    return any(path.is_relative_to(root) for root in roots)
+
+
+def _environment(workdir: Path, env: dict[str, str]) -> list[str]:
+    """bwrap's arguments that replace the grader's environment with the sandbox's own plus ``env``."""
+    values = {"PATH": f"{os.path.abspath(sys.prefix)}/bin:/usr/local/bin:/usr/bin:/bin", "HOME": str(workdir),
+              "USER": "nobody", "LOGNAME": "nobody", "LANG": "C.UTF-8", "TMPDIR": "/tmp", "PYTHONNOUSERSITE": "1",
+              **{name: os.environ[name] for name in PASSED_ENV if name in os.environ}, **env}
+    return ["--clearenv", *(arg for name, value in values.items() for arg in ("--setenv", name, value))]
