@@ -96,8 +96,9 @@ def test_unknown_check_and_missing_argument():
 
 
 def test_object_that_breaks_a_check_gives_one_line():
-    fails("ex01_q3", "should be a list", files="README.md", folder=str(REPO / "course_utils" / "assets" / "adapters"))
-    fails("ex02_q1", "not a PeftModel", reloaded="model", folder=str(REPO / "course_utils" / "assets" / "adapters"), reference=None)
+    adapters = str(REPO / "course_utils" / "assets" / "adapters")
+    fails("ex01_q3", "should be a list", files="README.md", folder=adapters)
+    fails("ex02_q1", "not a PeftModel", reloaded="model", folder=adapters, reference=None)
 
 
 # ---------------------------------------------------------------------------------------- exercise 1

@@ -11,7 +11,7 @@ from peft import LoraConfig, PeftModel, TaskType, get_peft_model, set_peft_model
 from safetensors.torch import load_file, save_file
 from transformers import GPT2ForSequenceClassification
 
-from course_utils import course_model, load_base_model, load_tokenizer, shipped_adapter
+from course_utils import course_model, load_base_model, shipped_adapter
 from course_utils.adapter_format import CONFIG_FILE, WEIGHTS_FILE
 from course_utils.grading.checks import entity_colleague, renamed_colleague
 from course_utils.grading.questions.ex06 import _classifier

@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import hostile_submissions as hostile
 import nbformat
 import pytest
 
@@ -18,7 +19,7 @@ from course_utils.grading import grader
 from course_utils.grading.checks import CHECKS
 from course_utils.grading.grader import identify_exercise, plan_cells, read_submission
 from course_utils.grading.student_copies import check_id_of
-from course_utils.maintenance.repo import EXERCISES, SOLUTIONS
+from course_utils.maintenance.repo import EXERCISES, REPO, SOLUTIONS
 
 EX01 = SOLUTIONS / "01_save_adapter.ipynb"
 CHECKS_PY = Path(grader.__file__).with_name("checks.py")
@@ -72,55 +73,6 @@ def crashing() -> nbformat.NotebookNode:
     return nb
 
 
-def hostile_forgers() -> nbformat.NotebookNode:
-    """Wrong answers behind the four forgeries of the issue: ``check`` rebound to a no-op, error output
-    silenced, answers whose ``__eq__`` always says True, and an input transformer rewriting check cells."""
-    nb = nbformat.read(EX01, as_version=4)
-    _cell(nb, "ex01_q1_answer").source = (
-        'config = LoraConfig(r=8, target_modules=["c_attn"])\n'
-        "model = get_peft_model(load_base_model(), config)\n"
-        "import course_utils.grading.checks as C\n"
-        'C.check = lambda *a, **k: print("✓ ex01_q1: passed (+2 points)")\n'
-        "check = C.check")
-    _cell(nb, "ex01_q2_answer").source = (
-        'folder = SAVED / "never_saved"\n'
-        "get_ipython().showtraceback = lambda *a, **k: None")
-    _cell(nb, "ex01_q3_answer").source = (
-        "class Files(list):\n"
-        "    def __eq__(self, other):\n"
-        "        return True\n"
-        'files = Files(["adapter_config.json"])')
-    _cell(nb, "ex01_q4_answer").source = (
-        "class AlwaysEqual(int):\n"
-        "    def __eq__(self, other):\n"
-        "        return True\n"
-        "    __hash__ = int.__hash__\n"
-        "n_tensors = AlwaysEqual(24)\n"
-        "def hide_checks(lines):\n"
-        '    return ["pass\\n"] if any("check(" in line for line in lines) else lines\n'
-        "get_ipython().input_transformers_post.append(hide_checks)")
-    return nb
-
-
-ESCAPE_MARK = "grader-escape-7919"
-
-
-def hostile_escaper() -> nbformat.NotebookNode:
-    """A right first answer, then attacks on the grader and the machine: rewrite the checkout's solutions and
-    checks, write outside its folder, leave a detached process, and rewrite every later cell to ``pass``."""
-    nb = nbformat.read(EX01, as_version=4)
-    _cell(nb, "ex01_q1_answer").source += (
-        "\nimport subprocess, pathlib\n"
-        f"for target in [{str(EX01)!r}, {str(CHECKS_PY)!r}, '/tmp/{ESCAPE_MARK}', '/root/{ESCAPE_MARK}']:\n"
-        "    try:\n"
-        "        pathlib.Path(target).write_text('{}')\n"
-        "    except OSError as exc:\n"
-        "        print('blocked', target, exc)\n"
-        "subprocess.Popen(['sleep', '7919.5'], start_new_session=True)\n"
-        "get_ipython().input_transformers_post.append(lambda lines: ['pass\\n'])")
-    return nb
-
-
 def replay_times_out() -> nbformat.NotebookNode:
     """A first answer that is quick once but hangs when replayed, then an answer that kills the kernel."""
     nb = nbformat.read(EX01, as_version=4)
@@ -147,39 +99,57 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _tree_signature(root: Path, contents: bool) -> dict[str, str]:
+    """Every file under ``root``: its sha256 (``contents``) or its size and mtime (a large tree: the venv)."""
+    out = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_file() and not path.is_symlink() and "__pycache__" not in path.parts:
+            stat = path.stat()
+            out[str(path)] = _sha(path) if contents else f"{stat.st_size}:{stat.st_mtime_ns}"
+    return out
+
+
+def _outside_state(other: Path) -> dict:
+    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    return {"checkout": {f: _sha(REPO / f) for f in tracked if (REPO / f).is_file()},
+            "venv": _tree_signature(Path(sys.prefix), contents=False),
+            "other submission": _tree_signature(other, contents=True)}
+
+
 @pytest.fixture(scope="module")
 def broken_batch(tmp_path_factory):
     folder = tmp_path_factory.mktemp("submissions")
+    other = tmp_path_factory.mktemp("other_submission")
+    shutil.copy(EX01, other / "01_save_adapter.ipynb")
     nbformat.write(tampered(), folder / "01_save_adapter_tampered.ipynb")
     nbformat.write(crashing(), folder / "01_save_adapter_crashing.ipynb")
-    nbformat.write(hostile_forgers(), folder / "01_save_adapter_forgers.ipynb")
-    nbformat.write(hostile_escaper(), folder / "01_save_adapter_escaper.ipynb")
     nbformat.write(replay_times_out(), folder / "01_save_adapter_replay.ipynb")
     (folder / "01_save_adapter_malformed.ipynb").write_text(json.dumps(malformed()))
     shutil.copy(EXERCISES / "01_save_adapter.ipynb", folder / "01_save_adapter_zstub.ipynb")
     (folder / "01_save_adapter_garbage.ipynb").write_text("{ this is not json")
     (folder / "01_save_adapter_empty.ipynb").write_bytes(b"")
     (folder / "01_save_adapter_list.ipynb").write_text("[1, 2]")
-    other = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print(1)")])
-    nbformat.write(other, folder / "zz_notes.ipynb")
+    other_nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print(1)")])
+    nbformat.write(other_nb, folder / "zz_notes.ipynb")
+    hostile.write_batch(folder, other)
     gradebook = folder / "gradebook.csv"
-    protected = {p: _sha(p) for p in (EX01, CHECKS_PY)}
+    before = _outside_state(other)
     run = grade_cli(str(folder), str(folder / "missing.ipynb"), "--json", "--csv", str(gradebook),
                     "--cell-timeout", "5", "--total-timeout", "600", "--jobs", "2")
-    return run, results_of(run), gradebook, protected
+    return run, results_of(run), gradebook, (before, _outside_state(other))
 
 
-NAMES = {"01_save_adapter_tampered.ipynb", "01_save_adapter_crashing.ipynb", "01_save_adapter_forgers.ipynb",
-         "01_save_adapter_escaper.ipynb", "01_save_adapter_replay.ipynb", "01_save_adapter_malformed.ipynb",
-         "01_save_adapter_zstub.ipynb", "01_save_adapter_garbage.ipynb", "01_save_adapter_empty.ipynb",
-         "01_save_adapter_list.ipynb", "zz_notes.ipynb"}
+NAMES = {"01_save_adapter_tampered.ipynb", "01_save_adapter_crashing.ipynb", "01_save_adapter_replay.ipynb",
+         "01_save_adapter_malformed.ipynb", "01_save_adapter_zstub.ipynb", "01_save_adapter_garbage.ipynb",
+         "01_save_adapter_empty.ipynb", "01_save_adapter_list.ipynb", "zz_notes.ipynb",
+         *hostile.NAMES}
 
 
 def test_batch_goes_on_and_reports_every_submission(broken_batch):
     run, results, *_ = broken_batch
     assert set(results) == NAMES
     assert run.returncode == 1 and "missing.ipynb: no such file or folder" in run.stderr
-    assert "grading [" in run.stderr and "11/11 done" in run.stderr
+    assert "grading [" in run.stderr and f"{len(NAMES)}/{len(NAMES)} done" in run.stderr
     for r in results.values():
         assert set(r) >= {"notebook", "exercise", "score", "max_score", "questions"}
         for q in r["questions"]:
@@ -253,24 +223,66 @@ def test_solutions_get_full_marks_and_student_copies_zero():
         assert all("is still None" in q["feedback"] for q in r["questions"]), r
 
 
-def test_forged_checks_earn_nothing(broken_batch):
-    r = broken_batch[1]["01_save_adapter_forgers.ipynb"]
-    q = by_id(r)
-    assert r["score"] == 0 and r["isolation"] == "bubblewrap", r
-    assert "rank r=8" in q["ex01_q1"]["feedback"] or "c_proj" in q["ex01_q1"]["feedback"], q["ex01_q1"]
-    assert "Files" in q["ex01_q3"]["feedback"] and "AlwaysEqual" in q["ex01_q4"]["feedback"]
+# ---------------------------------------------------------------------------- hostile submissions (hostile_submissions.py)
+def _q(results, name):
+    return by_id(results[name])
+
+
+@pytest.mark.parametrize("name, reason", [
+    ("01_fake_module.ipynb", "no evidence was saved"),
+    ("01_patched_import.ipynb", "no evidence was saved"),
+    ("01_spec_loaded.ipynb", "no evidence was saved"),
+    ("01_patched_torch.ipynb", "rank r=8"),
+    ("01_lying_model.ipynb", "is a Liar, not a PeftModel"),
+    ("01_forged_evidence.ipynb", "could not use the evidence: the model's evidence lacks"),
+    ("01_evidence_links.ipynb", "no evidence was saved"),
+])
+def test_a_forged_verdict_earns_nothing(broken_batch, name, reason):
+    """Each attack comes with a wrong Q1: whatever the kernel did, the checker outside judged the evidence."""
+    q = _q(broken_batch[1], name)["ex01_q1"]
+    assert q["points"] == 0 and reason in q["feedback"] and "\n" not in q["feedback"], q
+    assert broken_batch[1][name]["isolation"] == "bubblewrap"
 
 
 def test_escapes_change_nothing_outside_the_submission(broken_batch):
-    _, results, _, protected = broken_batch
-    r = results["01_save_adapter_escaper.ipynb"]
-    q = by_id(r)
-    assert q["ex01_q1"]["passed"] and r["score"] == 2, r  # the right answer still counts; nothing else ran
-    assert all(_sha(p) == digest for p, digest in protected.items())
-    assert not Path(f"/tmp/{ESCAPE_MARK}").exists() and not Path(f"/root/{ESCAPE_MARK}").exists()
+    _, results, _, (before, after) = broken_batch
+    for what in before:
+        assert before[what] == after[what], f"a submission changed the {what}"
+    assert not Path(f"/tmp/{hostile.MARK}").exists() and not Path(f"/root/{hostile.MARK}").exists()
+    assert not (REPO / "hostile-probe").exists()
     left = subprocess.run(["pgrep", "-f", "sleep 7919.5"], check=False, capture_output=True, text=True)
     assert left.stdout == "", "a process started by a submission outlived its grading"
-    assert results["01_save_adapter_zstub.ipynb"]["score"] == 0
+    assert results["01_escaper.ipynb"]["score"] == EX01_MAX  # its own right answers still count
+
+
+def test_the_solutions_are_out_of_reach(broken_batch):
+    r = broken_batch[1]["01_reads_solutions.ipynb"]
+    assert r["score"] == 0 and all("is still None" in q["feedback"] for q in r["questions"]), r
+
+
+@pytest.mark.parametrize("name", ["01_fork_bomb.ipynb", "01_sleeps.ipynb", "01_prints_1gb.ipynb"])
+def test_resource_attacks_cost_at_most_their_own_question(broken_batch, name):
+    q = _q(broken_batch[1], name)
+    assert all(q[g]["passed"] for g in ("ex01_q1", "ex01_q2", "ex01_q4", "ex01_q5")), q
+    if not q["ex01_q3"]["passed"]:
+        assert "limit" in q["ex01_q3"]["feedback"] or "died" in q["ex01_q3"]["feedback"], q["ex01_q3"]
+
+
+def test_deleting_its_own_evidence_costs_that_question(broken_batch):
+    r = broken_batch[1]["01_deletes_answers.ipynb"]
+    q = by_id(r)
+    assert not q["ex01_q1"]["passed"] and "no evidence was saved" in q["ex01_q1"]["feedback"]
+    assert r["score"] == EX01_MAX - POINTS["ex01_q1"], r
+
+
+def test_metadata_that_lies_gets_the_solution_points(broken_batch):
+    r = broken_batch[1]["01_lying_metadata.ipynb"]
+    q = by_id(r)
+    assert r["max_score"] == EX01_MAX and q["ex01_q1"]["max_points"] == POINTS["ex01_q1"]
+    assert not q["ex01_q1"]["passed"] and r["score"] == EX01_MAX - POINTS["ex01_q1"], r
+    notes = " ".join(r["messages"])
+    assert "check cell ex01_q1 was edited" in notes and "appears twice" in notes
+    assert "not a readable notebook" in broken_batch[1]["01_malformed.ipynb"]["messages"][0]
 
 
 def test_a_replayed_cell_that_times_out_says_so(broken_batch):

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from . import evidence
 from .check import none_message, verdict
+from .evidence import EVIDENCE_ENV
 from .questions import QUESTIONS
 from .questions.ex01 import teammate_update
 from .questions.ex05 import MIXED_ROWS, NER_SENTENCE, REVIEW, mixed_prompts
@@ -24,7 +25,6 @@ from .questions.ex06 import entity_colleague
 from .questions.ex07 import renamed_colleague
 from .questions.given import RANK_SEED, broken_rank_folder, given_adapter, memory_budget
 
-EVIDENCE_ENV = "COURSE_EVIDENCE"
 CHECKS = QUESTIONS   # id -> Question (points, answers, judge)
 SELF_CHECK = "self-check; the grader's verdict counts"
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePath
 
 MANIFEST = "manifest.json"
+EVIDENCE_ENV = "COURSE_EVIDENCE"  # set in a graded kernel: check cells then only write evidence under it
 FORMAT = 1
 MAX_ITEMS = 10_000          # items of one list, set or dict answer
 MAX_DEPTH = 6               # nesting of containers
@@ -195,7 +196,7 @@ def describe_model(model, folder: Path) -> None:
     info["active_adapters"] = list(active) if isinstance(active, (list, tuple)) else []
     info["lora_modules"] = [name for name, module in model.named_modules() if _is_lora_layer(module)]
     params = {}
-    for name, p in model.named_parameters(remove_duplicate=False):
+    for name, p in model.named_parameters():
         params[name] = {"dtype": str(p.dtype).removeprefix("torch."), "device": p.device.type,
                         "requires_grad": bool(p.requires_grad), "shape": list(p.shape)}
     info["params"] = params

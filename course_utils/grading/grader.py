@@ -1,15 +1,14 @@
 """Grade exercise submissions: ``python -m course_utils grade PATH... [--json] [--csv FILE] [--jobs N] [--shard I/N]``.
 
-Before any submission runs, the grader reads the solution notebooks and snapshots the checks into a folder of
-its own. Each submission then runs in a fresh kernel inside its own sandbox (``sandbox.py``: bubblewrap, a
-fresh writable folder, no network, a memory cap), several side by side (``--jobs``). The check cells come
-from the solution notebook, matched by nbgrader ``grade_id`` (edited ones are restored, deleted ones
-re-inserted after their answer, reordered cells run in the exercise's order), so only the answer cells are
-the learner's. A question passes only when the grader's own verification (``verify.py``, evaluated as an
-execute-request user expression, on a fresh copy of the checks) says so: what the check cell printed, and
-whether it raised, are never trusted. A cell that fails, loops forever (per-cell timeout) or kills the
-kernel (the kernel is restarted and the earlier cells replayed) costs only its own question. Whatever a
-path holds, it gets one result line and a gradebook row. Used to grade the exercises of lessons 1-5.
+Each submission runs in a fresh kernel inside its own sandbox (``sandbox.py``: bubblewrap, an unprivileged uid
+with no capabilities, a fresh writable folder, no network, limits), several side by side (``--jobs``). The check
+cells come from the solution notebook, matched by nbgrader ``grade_id`` (edited ones are restored, deleted ones
+re-inserted after their answer, reordered cells run in the exercise's order), so only the answer cells are the
+learner's. In the kernel a check cell only writes evidence (``evidence.py``) into the submission's folder. When the
+kernel has ended, this process (trusted, outside the sandbox) judges each question's evidence with ``check.py``:
+what the notebook printed, raised or computed about itself is never trusted. A cell that fails, loops forever
+(per-cell timeout) or kills the kernel (the kernel is restarted and the earlier cells replayed) costs only its
+own question. Whatever a path holds, it gets one result line and a gradebook row. Grades exercises 1-7.
 """
 from __future__ import annotations
 
@@ -17,10 +16,11 @@ import ast
 import json
 import multiprocessing
 import os
-import secrets
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -34,6 +34,7 @@ from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from ..maintenance.notebook_env import ENV
 from ..maintenance.repo import SOLUTIONS
 from ..messages import first_line, one_line
+from .evidence import EVIDENCE_ENV
 from .gradebook import select_shard, write_csv
 from .sandbox import MEMORY_GIB, Sandbox, make_sandbox, required_in_ci
 
@@ -41,9 +42,11 @@ CELL_TIMEOUT = 60      # seconds for one learner-written cell
 LOCKED_TIMEOUT = 120   # seconds for one cell the instructor wrote (imports, given code, checks)
 TOTAL_TIMEOUT = 600    # seconds for a whole submission
 MAX_RESTARTS = 3       # kernel restarts (after a timeout or a crash) per submission
-BIG_OUTPUT = 1_000_000  # bytes of output from one cell worth a message
+BIG_OUTPUT = 1_000_000  # bytes of output from one cell worth a message (and the most kept of it)
+JUDGE_TIMEOUT = 120    # seconds the trusted checker may spend on one question's evidence
+EVIDENCE = ".evidence"  # the folder, inside the submission's work folder, that check cells write to
 _CHECK_IMPORT = "from course_utils.grading.checks import check  # restored by the grader\n"
-_HERE = Path(__file__).resolve().parent
+_EVIDENCE_LINE = "import os as _os; _os.environ[{env!r}] = {folder!r}; del _os  # set by the grader\n"
 
 
 @dataclass
@@ -88,10 +91,8 @@ class _Outcome:
 
 @dataclass(frozen=True)
 class Grading:
-    """What a batch fixes before its first submission runs: the solutions, the checks' snapshot, the sandbox."""
+    """What a batch fixes before its first submission runs: the solutions and the sandbox."""
     solutions: dict
-    checks_path: str
-    verify_path: str
     sandbox: Sandbox
     cell_timeout: float = CELL_TIMEOUT
     locked_timeout: float = LOCKED_TIMEOUT
@@ -99,18 +100,15 @@ class Grading:
     shard: str = ""
 
 
-def prepare(snapshot_dir: Path, solutions: str | Path = SOLUTIONS, sandbox: Sandbox | None = None,
+def prepare(solutions: str | Path = SOLUTIONS, sandbox: Sandbox | None = None,
             cell_timeout: float = CELL_TIMEOUT, locked_timeout: float = LOCKED_TIMEOUT,
             total_timeout: float = TOTAL_TIMEOUT, shard: str = "") -> Grading:
-    """Read every solution notebook and copy the checks into ``snapshot_dir`` (a folder no kernel writes)."""
-    paths = sorted(Path(solutions).glob("[0-9]*.ipynb"))
+    """Read every solution notebook in ``solutions`` (NN_name.ipynb)."""
+    paths = sorted(Path(solutions).glob("[0-9]*.ipynb")) if Path(solutions).is_dir() else []
     if not paths:
         raise ValueError(f"no solution notebooks (NN_name.ipynb) in {solutions}: pass --solutions DIR")
     read = {p.stem: nbformat.read(p, as_version=4) for p in paths}
-    for name in ("checks.py", "verify.py"):
-        shutil.copyfile(_HERE / name, Path(snapshot_dir) / name)
-    return Grading(read, str(Path(snapshot_dir) / "checks.py"), str(Path(snapshot_dir) / "verify.py"),
-                   sandbox or make_sandbox(), cell_timeout, locked_timeout, total_timeout, shard)
+    return Grading(read, sandbox or make_sandbox(), cell_timeout, locked_timeout, total_timeout, shard)
 
 
 # ------------------------------------------------------------------------------ reading whatever a file holds
@@ -276,44 +274,41 @@ def _outcome_of(cell) -> tuple[_Outcome, int]:
     return (_Outcome("error", error) if error is not None else _Outcome("ok")), size
 
 
-def verdict_of(reply, nonce: str, gid: str) -> _Outcome:
-    """A check's outcome from the execute reply to the grader's verification; anything not genuine fails."""
-    content = (reply or {}).get("content", {}) if isinstance(reply, dict) else {}
-    if content.get("status") != "ok":
-        return _Outcome("error", f"✗ {gid}: the grader's verification did not run (the kernel replied "
-                                 f"{content.get('status', 'nothing')}: was the kernel tampered with?)")
-    answer = content.get("user_expressions", {}).get("verdict", {})
-    if answer.get("status") != "ok":
-        return _Outcome("error", f"✗ {gid}: the grader's verification failed ({answer.get('ename', 'no answer')}: "
-                                 f"{first_line(str(answer.get('evalue', '')))})")
-    try:
-        value = ast.literal_eval(answer.get("data", {}).get("text/plain", ""))
-    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-        value = None
-    if not isinstance(value, str) or not value.startswith(nonce + " "):
-        return _Outcome("error", f"✗ {gid}: the grader's verification got a forged answer: no points.")
-    verdict, _, line = value[len(nonce) + 1:].partition(" ")
-    if verdict == "PASS":
-        return _Outcome("ok", line)
-    return _Outcome("error", line or f"✗ {gid}: failed")
+class _CappedClient(NotebookClient):
+    """nbclient's client, keeping at most BIG_OUTPUT bytes of each cell's output (the rest is counted only)."""
+
+    def output(self, outs, msg, display_id, cell_index):
+        sizes = self.__dict__.setdefault("output_sizes", {})
+        size = len(json.dumps(msg.get("content", {}), ensure_ascii=False))
+        sizes[cell_index] = sizes.get(cell_index, 0) + size
+        if sizes[cell_index] > BIG_OUTPUT and msg.get("msg_type") != "error":
+            return None
+        return super().output(outs, msg, display_id, cell_index)
+
+
+def _cell_source(cell: _Cell, evidence: Path) -> str:
+    if cell.kind != "check":
+        return cell.source
+    return _EVIDENCE_LINE.format(env=EVIDENCE_ENV, folder=str(evidence)) + cell.source
 
 
 def run_cells(cells: list[_Cell], workdir: Path, grading: Grading, messages: list[str] | None = None) -> list[_Outcome]:
     """Run ``cells`` in a fresh sandboxed kernel in ``workdir``; a hung or fatal cell is skipped after a restart."""
     messages = messages if messages is not None else []
     os.environ.update(ENV)
+    evidence = workdir / EVIDENCE
     total = grading.total_timeout
     deadline = time.monotonic() + total
     outcomes = [_Outcome("not run", "was not run (see the notes)") for _ in cells]
     bad: set[int] = set()
     start_at, restarts = 0, 0
     while start_at < len(cells):
-        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c.source) for c in cells])
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(_cell_source(c, evidence)) for c in cells])
         spec_dir = tempfile.mkdtemp(prefix="grade-kernel-")
-        km = grading.sandbox.kernel_manager(workdir, Path(spec_dir), (Path(grading.checks_path).parent,))
-        client = NotebookClient(nb, km=km, allow_errors=True, record_timing=False,
-                                shutdown_kernel="immediate", startup_timeout=120,
-                                resources={"metadata": {"path": str(workdir)}})
+        km = grading.sandbox.kernel_manager(workdir, Path(spec_dir))
+        client = _CappedClient(nb, km=km, allow_errors=True, record_timing=False,
+                               shutdown_kernel="immediate", startup_timeout=120,
+                               resources={"metadata": {"path": str(workdir)}})
 
         def limit(i: int, client=client) -> None:
             remaining = deadline - time.monotonic()
@@ -324,17 +319,6 @@ def run_cells(cells: list[_Cell], workdir: Path, grading: Grading, messages: lis
         def run(i: int, client=client, nb=nb) -> None:
             limit(i)
             client.execute_cell(nb.cells[i], i)
-
-        def verify(i: int, client=client) -> _Outcome:
-            cell = cells[i]
-            if cell.check_args is None:
-                return _Outcome("error", f"✗ {cell.grade_id}: the grader could not read this check cell")
-            limit(i)
-            nonce = secrets.token_hex(16)
-            expr = (f'__import__("runpy").run_path({grading.verify_path!r})["verify"]'
-                    f'({grading.checks_path!r}, {cell.grade_id!r}, {nonce!r}, {cell.check_args})')
-            msg_id = client.kc.execute("", silent=True, store_history=False, user_expressions={"verdict": expr})
-            return verdict_of(client.wait_for_reply(msg_id), nonce, cell.grade_id)
 
         def where(i: int) -> str:
             return f"{cells[i].kind} cell{' ' + cells[i].grade_id if cells[i].grade_id else ''}"
@@ -354,12 +338,10 @@ def run_cells(cells: list[_Cell], workdir: Path, grading: Grading, messages: lis
                 for i in range(start_at, len(cells)):
                     try:
                         run(i)
-                        if cells[i].kind == "check":
-                            outcomes[i] = verify(i)
-                        else:
-                            outcomes[i], size = _outcome_of(nb.cells[i])
-                            if size > BIG_OUTPUT:
-                                messages.append(f"a {where(i)} printed {size / 1e6:.1f} MB of output (not kept).")
+                        outcomes[i], _ = _outcome_of(nb.cells[i])
+                        size = client.__dict__.get("output_sizes", {}).get(i, 0)
+                        if size > BIG_OUTPUT:
+                            messages.append(f"a {where(i)} printed {size / 1e6:.1f} MB of output (not kept).")
                     except CellTimeoutError:
                         if client.timeout < cells[i].timeout:  # the submission's total time ran out, not the cell's
                             outcomes[i] = _Outcome("timeout", f"was stopped when the submission reached its {total:.0f} s "
@@ -399,6 +381,52 @@ def run_cells(cells: list[_Cell], workdir: Path, grading: Grading, messages: lis
                 run_sync(km.shutdown_kernel)(now=True)
             shutil.rmtree(spec_dir, ignore_errors=True)
     return outcomes
+
+
+# ------------------------------------------------------------------------------ judging, outside the kernel
+class _JudgeTimeout(Exception):
+    pass
+
+
+def _only_plain_files(folder: Path) -> None:
+    """Remove every link and special file the kernel left in its evidence (the checker reads data files only)."""
+    for root, dirs, files in os.walk(folder, followlinks=False):
+        for name in dirs + files:
+            path = Path(root) / name
+            if path.is_symlink() or not (path.is_dir() or path.is_file()):
+                path.unlink(missing_ok=True)
+
+
+def judge(plan: list[_Cell], outcomes: list[_Outcome], workdir: Path) -> None:
+    """Replace the outcome of every check cell that ran with the trusted checker's verdict on its evidence."""
+    from ..lesson_setup import quiet_libraries  # noqa: PLC0415 - loads transformers: only judging processes need it
+    from .check import verdict  # noqa: PLC0415 - loads torch and peft: only the processes that judge pay for it
+
+    quiet_libraries()  # this is the grader's own process: no progress bars or library logs in its report
+
+    evidence = workdir / EVIDENCE
+    if evidence.is_dir() and not evidence.is_symlink():
+        _only_plain_files(evidence)
+    timed = threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGALRM")
+    for i, cell in enumerate(plan):
+        if cell.kind != "check" or outcomes[i].status != "ok":
+            continue
+        folder = evidence / cell.grade_id
+        if timed:
+            def stop(*_):
+                raise _JudgeTimeout
+            old = signal.signal(signal.SIGALRM, stop)
+            signal.alarm(JUDGE_TIMEOUT)
+        try:
+            result = verdict(folder, cell.grade_id)
+            outcomes[i] = _Outcome("ok" if result.passed else "error", result.line)
+        except _JudgeTimeout:
+            outcomes[i] = _Outcome("error", f"✗ {cell.grade_id}: judging the evidence took over {JUDGE_TIMEOUT} s: "
+                                            "no points.")
+        finally:
+            if timed:
+                signal.alarm(0)
+                signal.signal(signal.SIGALRM, old)
 
 
 # ------------------------------------------------------------------------------ scoring
@@ -456,6 +484,7 @@ def grade_path(path: Path, grading: Grading) -> SubmissionResult:
             if path.suffix == ".ipynb":
                 shutil.copyfile(path, work / path.name)
             outcomes = run_cells(plan, work, grading, messages)
+            judge(plan, outcomes, work)
         questions = _score(source, plan, outcomes)
     except Exception as exc:  # noqa: BLE001 - a grader bug must not stop the batch either
         result = _failed(path, name, source, f"grader error ({type(exc).__name__}: {first_line(str(exc))})", grading)
@@ -464,16 +493,6 @@ def grade_path(path: Path, grading: Grading) -> SubmissionResult:
     return SubmissionResult(str(path), name, sum(q.points for q in questions), sum(q.max_points for q in questions),
                             questions, messages, round(time.perf_counter() - start, 1), grading.sandbox.level,
                             grading.shard)
-
-
-def grade_notebook(path: str | Path, solutions: str | Path = SOLUTIONS, cell_timeout: float = CELL_TIMEOUT,
-                   total_timeout: float = TOTAL_TIMEOUT, locked_timeout: float = LOCKED_TIMEOUT,
-                   memory_gib: float = MEMORY_GIB) -> SubmissionResult:
-    """Grade one submission on its own (a batch should call ``prepare`` once and ``grade_path`` per notebook)."""
-    with tempfile.TemporaryDirectory(prefix="grade-snapshot-") as snap:
-        grading = prepare(Path(snap), solutions, make_sandbox(memory_gib), cell_timeout, locked_timeout,
-                          total_timeout)
-        return grade_path(Path(path), grading)
 
 
 def expand(paths: list[str]) -> tuple[list[Path], list[str]]:
@@ -547,19 +566,18 @@ def run_grade(paths: list[str], as_json: bool = False, csv_path: str | None = No
     for p in problems:
         print(f"grade: {p}", file=sys.stderr)
     results = []
-    with tempfile.TemporaryDirectory(prefix="grade-snapshot-") as snap:
-        try:
-            grading = prepare(Path(snap), solutions or SOLUTIONS, sandbox, cell_timeout, locked_timeout,
-                              total_timeout, shard or "")
-            stream = grade_all(notebooks, grading, jobs or default_jobs())
-        except (ValueError, OSError, nbformat.ValidationError) as exc:
-            print(f"grade: cannot grade: {one_line(exc)}", file=sys.stderr)
-            problems.append(str(exc))
-            stream = (_failed(nb, None, None, f"not graded: {one_line(exc)}") for nb in notebooks)
-        for i, r in enumerate(stream):
-            results.append(r)
-            print(r.to_json() if as_json else _human(r), flush=True)
-            _progress(i + 1, len(notebooks), notebooks[i].name)
+    try:
+        grading = prepare(solutions or SOLUTIONS, sandbox, cell_timeout, locked_timeout,
+                          total_timeout, shard or "")
+        stream = grade_all(notebooks, grading, jobs or default_jobs())
+    except (ValueError, OSError, nbformat.ValidationError) as exc:
+        print(f"grade: cannot grade: {one_line(exc)}", file=sys.stderr)
+        problems.append(str(exc))
+        stream = (_failed(nb, None, None, f"not graded: {one_line(exc)}") for nb in notebooks)
+    for i, r in enumerate(stream):
+        results.append(r)
+        print(r.to_json() if as_json else _human(r), flush=True)
+        _progress(i + 1, len(notebooks), notebooks[i].name)
     _progress(len(notebooks), len(notebooks), "done")
     if csv_path:
         try:

@@ -26,7 +26,6 @@ from ...roundtrip import compare_logits, logits_of, sample_batch
 from ...shipped import shipped_adapter
 from ..evidence import Evidence, Opaque, type_name
 
-
 # Answers that name a folder: a str passed for one of these is a path, and the folder is copied as evidence.
 PATH_ANSWERS = frozenset({"folder", "shared", "saved_root", "repaired", "combo_folder", "checkpoint"})
 

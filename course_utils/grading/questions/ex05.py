@@ -6,6 +6,7 @@ from ...generation import complete
 from ...shipped import shipped_adapter
 from ...tasks import ner_prompt, sentiment_prompt
 from ..evidence import Evidence
+from ..evidence import type_name as type_of
 from .common import (
     Question,
     active,
@@ -20,7 +21,6 @@ from .common import (
     shipped,
     tokenizer,
 )
-from ..evidence import type_name as type_of
 
 # The sentence exercise 5 asks the learner to tag with the english_ner adapter.
 NER_SENTENCE = "Elena met Omar in Lisbon."
