@@ -35,7 +35,8 @@ def _grade(args) -> int:
     run_grade = _load(".grading.grader").run_grade
     return run_grade(args.paths, as_json=args.json, csv_path=args.csv, solutions=args.solutions,
                      cell_timeout=args.cell_timeout, total_timeout=args.total_timeout,
-                     locked_timeout=args.locked_timeout, jobs=args.jobs, shard=args.shard, memory_gib=args.memory)
+                     locked_timeout=args.locked_timeout, jobs=args.jobs, shard=args.shard, memory_gib=args.memory,
+                     unsafe=args.unsafe_no_sandbox)
 
 
 def _merge(args) -> int:
@@ -88,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--shard", metavar="I/N", help="grade only shard I of N (0 <= I < N) of the sorted paths")
     p.add_argument("--memory", type=float, default=4, metavar="GIB",
                    help="memory cap of each submission's kernel in GiB (default 4; 0: none)")
+    p.add_argument("--unsafe-no-sandbox", action="store_true",
+                   help="run each kernel unsandboxed, with your rights (only for one trusted learner's notebooks)")
     p.set_defaults(func=_grade)
     p = sub.add_parser("merge", help="join the `grade --json` lines of several shards into one gradebook")
     p.add_argument("files", nargs="+", metavar="JSONL")

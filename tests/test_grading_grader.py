@@ -234,7 +234,7 @@ def _q(results, name):
     ("01_spec_loaded.ipynb", "no evidence was saved"),
     ("01_patched_torch.ipynb", "rank r=8"),
     ("01_lying_model.ipynb", "is a Liar, not a PeftModel"),
-    ("01_forged_evidence.ipynb", "could not use the evidence: the model's evidence lacks"),
+    ("01_forged_evidence.ipynb", "could not use the evidence: a model's layers do not match"),
     ("01_evidence_links.ipynb", "no evidence was saved"),
 ])
 def test_a_forged_verdict_earns_nothing(broken_batch, name, reason):
@@ -332,3 +332,21 @@ def test_plan_tolerates_wrong_types():
     plan, messages = plan_cells(sub, source)
     assert any(c.source == "x = 2" and c.kind == "extra" for c in plan)
     assert "answer cell ex01_q1_answer is missing (deleted, or its metadata removed)." in messages
+
+
+def test_no_solutions_folder_gives_every_path_a_line(tmp_path, capsys):
+    code = grader.run_grade([str(EXERCISES / "01_save_adapter.ipynb")], as_json=True, solutions=str(tmp_path))
+    out, err = capsys.readouterr()
+    line = json.loads(out.splitlines()[0])
+    assert code == 1 and "no solution notebooks" in line["messages"][0] and "cannot grade" in err
+
+
+def test_a_host_that_cannot_sandbox_refuses_in_one_line(monkeypatch, capsys):
+    from course_utils.grading.sandbox import Sandbox
+
+    monkeypatch.delenv("CI", raising=False)
+    monkeypatch.setattr(grader, "make_sandbox", lambda memory, unsafe=False: Sandbox(None, 2**30, unsafe=unsafe))
+    assert grader.run_grade([str(EX01)]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and "bubblewrap (bwrap) is not installed" in err
+    assert "--unsafe-no-sandbox" in err

@@ -16,6 +16,8 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import transformers
+
 from ..messages import first_line
 from .evidence import Evidence, EvidenceError
 from .questions import QUESTIONS
@@ -47,13 +49,8 @@ def _quiet():
     learner's kernel keeps what it showed: lesson 6's LOAD REPORT clue among them)."""
     loggers = [logging.getLogger(name) for name in ("transformers", "peft", "accelerate", "torch")]
     levels = [lg.level for lg in loggers]
-    try:
-        import transformers
-
-        verbosity = transformers.logging.get_verbosity()
-        transformers.logging.set_verbosity_error()
-    except ImportError:  # pragma: no cover - transformers is part of the stack
-        transformers, verbosity = None, None
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -63,8 +60,7 @@ def _quiet():
     finally:
         for lg, level in zip(loggers, levels):
             lg.setLevel(level)
-        if transformers is not None:
-            transformers.logging.set_verbosity(verbosity)
+        transformers.logging.set_verbosity(verbosity)
 
 
 def verdict(folder, check_id: str) -> Verdict:
@@ -90,7 +86,9 @@ def _verdict(folder, check_id: str) -> Verdict:
     except Wrong as wrong:
         return _fail(check_id, first_line(wrong, 400))
     except EvidenceError as exc:
-        return _fail(check_id, f"the grader could not use the evidence: {first_line(exc, 200)}.")
+        reason = first_line(exc, 200)
+        return _fail(check_id, f"the grader could not use the evidence: {reason}"
+                               f"{'' if reason.endswith(('.', '?')) else '.'}")
     except Exception as exc:  # noqa: BLE001 - an answer that breaks a judge fails, in one line
         return _fail(check_id, f"could not use your answer: {type(exc).__name__}: {first_line(exc, 200)}")
     points = question.points

@@ -15,9 +15,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from . import evidence
+from . import EVIDENCE_ENV, evidence
 from .check import none_message, verdict
-from .evidence import EVIDENCE_ENV
 from .questions import QUESTIONS
 from .questions.ex01 import teammate_update
 from .questions.ex05 import MIXED_ROWS, NER_SENTENCE, REVIEW, mixed_prompts

@@ -15,15 +15,26 @@ code. Used by ``checks.check`` (the self-check), ``grader.py`` (export only) and
 """
 from __future__ import annotations
 
+import enum
 import json
 import math
 import os
 import shutil
-from dataclasses import dataclass
+import types
+from dataclasses import dataclass, fields
 from pathlib import Path, PurePath
 
+import numpy as np
+import peft
+import torch
+import transformers
+from peft import LoraConfig
+from peft.tuners.lora import LoraLayer
+from safetensors.torch import load_file, save_file
+
+from ..assets import course_model
+
 MANIFEST = "manifest.json"
-EVIDENCE_ENV = "COURSE_EVIDENCE"  # set in a graded kernel: check cells then only write evidence under it
 FORMAT = 1
 MAX_ITEMS = 10_000          # items of one list, set or dict answer
 MAX_DEPTH = 6               # nesting of containers
@@ -48,9 +59,6 @@ class _Writer:
         return f"{prefix}{self.count}"
 
     def encode(self, value, depth: int = 0):
-        import numpy as np
-        import torch
-
         kind = type(value)
         if value is None:
             return {"t": "none"}
@@ -117,23 +125,15 @@ def _is_path(value) -> bool:
 
 
 def _is_lora_config(value) -> bool:
-    try:
-        from peft import LoraConfig
-    except ImportError:  # pragma: no cover - peft is part of the stack
-        return False
     return type(value) is LoraConfig
 
 
 def _is_plain_function(value) -> bool:
-    import types
-
     return type(value) in (types.FunctionType, types.MethodType, types.BuiltinFunctionType)
 
 
 def _jsonable(value):
     """A config dict with sets, enums and numpy numbers made plain JSON."""
-    import enum
-
     if isinstance(value, dict):
         return {str(k): _jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, set, frozenset)):
@@ -177,9 +177,6 @@ def _copy(source: Path, target: Path) -> bool:
 
 def describe_model(model, folder: Path) -> None:
     """``model.json`` and ``state.safetensors`` for ``model`` (any ``nn.Module``) in ``folder``."""
-    import torch
-    from safetensors.torch import save_file
-
     folder.mkdir(parents=True, exist_ok=True)
     n = sum(p.numel() for p in model.parameters())
     info = {"class": type(model).__name__, "module": type(model).__module__, "parameters": n}
@@ -223,17 +220,11 @@ def _inner_model(model):
 
 
 def _is_lora_layer(module) -> bool:
-    try:
-        from peft.tuners.lora import LoraLayer
-    except ImportError:  # pragma: no cover
-        return False
     return isinstance(module, LoraLayer)
 
 
 def _relations(answers: dict) -> list[list[str]]:
     """``[kind, a, b]`` for the answers that are one object, one model inside another, or share tensors."""
-    import torch
-
     models = {k: v for k, v in answers.items() if isinstance(v, torch.nn.Module)}
     out = []
     for a, x in models.items():
@@ -408,13 +399,9 @@ class Evidence:
                         continue
             return out
         if kind == "dtype":
-            import torch
-
             found = getattr(torch, str(entry.get("v")), None)
             return found if isinstance(found, torch.dtype) else Opaque("dtype")
         if kind == "device":
-            import torch
-
             try:
                 return torch.device(str(entry.get("v")))
             except (RuntimeError, TypeError):
@@ -477,10 +464,6 @@ class Evidence:
 
 def lora_config_from(data):
     """A ``LoraConfig`` from its saved dict (unknown fields dropped), or an ``Opaque`` when it is not one."""
-    from dataclasses import fields
-
-    from peft import LoraConfig
-
     if not isinstance(data, dict):
         return Opaque("LoraConfig")
     allowed = {f.name for f in fields(LoraConfig) if f.init}
@@ -493,11 +476,7 @@ def lora_config_from(data):
 
 def _base_config(saved: dict, class_name: str):
     """The course model's own config, with only ``CONFIG_FIELDS`` taken (within bounds) from ``saved``."""
-    from transformers import AutoConfig
-
-    from ..assets import course_model
-
-    config = AutoConfig.from_pretrained(course_model())
+    config = transformers.AutoConfig.from_pretrained(course_model())
     for key, (low, high) in CONFIG_FIELDS.items():
         value = saved.get(key)
         if key == "num_labels" and class_name != "GPT2ForSequenceClassification":
@@ -509,10 +488,6 @@ def _base_config(saved: dict, class_name: str):
 
 def rebuild_model(folder: Path, info: dict):
     """The model the evidence describes, built by the checker: course config, course classes, saved tensors."""
-    import torch
-    import transformers
-    from safetensors.torch import load_file
-
     if info.get("too_large"):
         raise EvidenceError(f"a model answer has {info.get('parameters')} parameters: not the course's model")
     base_class = info.get("base_class")
@@ -526,8 +501,6 @@ def rebuild_model(folder: Path, info: dict):
     if cls in PEFT_CLASSES:
         if not adapters or not isinstance(adapters, dict):
             raise EvidenceError("a PeftModel's evidence names no adapter")
-        import peft
-
         (first, first_config), *rest = adapters.items()
         model = getattr(peft, cls)(base, lora_config_from(first_config), adapter_name=str(first))
         for name, cfg in rest:
@@ -577,8 +550,6 @@ def _tied(key: str, state: dict) -> bool:
 
 
 def _to_meta(model, name: str) -> None:
-    import torch
-
     owner_name, _, leaf = name.rpartition(".")
     owner = model.get_submodule(owner_name) if owner_name else model
     old = getattr(owner, leaf)

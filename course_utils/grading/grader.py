@@ -34,7 +34,7 @@ from nbclient.exceptions import CellTimeoutError, DeadKernelError
 from ..maintenance.notebook_env import ENV
 from ..maintenance.repo import SOLUTIONS
 from ..messages import first_line, one_line
-from .evidence import EVIDENCE_ENV
+from . import EVIDENCE_ENV
 from .gradebook import select_shard, write_csv
 from .sandbox import MEMORY_GIB, Sandbox, make_sandbox, required_in_ci
 
@@ -305,7 +305,7 @@ def run_cells(cells: list[_Cell], workdir: Path, grading: Grading, messages: lis
     while start_at < len(cells):
         nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(_cell_source(c, evidence)) for c in cells])
         spec_dir = tempfile.mkdtemp(prefix="grade-kernel-")
-        km = grading.sandbox.kernel_manager(workdir, Path(spec_dir))
+        km = grading.sandbox.for_this_process().kernel_manager(workdir, Path(spec_dir))
         client = _CappedClient(nb, km=km, allow_errors=True, record_timing=False,
                                shutdown_kernel="immediate", startup_timeout=120,
                                resources={"metadata": {"path": str(workdir)}})
@@ -399,8 +399,9 @@ def _only_plain_files(folder: Path) -> None:
 
 def judge(plan: list[_Cell], outcomes: list[_Outcome], workdir: Path) -> None:
     """Replace the outcome of every check cell that ran with the trusted checker's verdict on its evidence."""
-    from ..lesson_setup import quiet_libraries  # noqa: PLC0415 - loads transformers: only judging processes need it
-    from .check import verdict  # noqa: PLC0415 - loads torch and peft: only the processes that judge pay for it
+    # torch, transformers and peft load here: only the processes that judge pay for them, not the batch's main one
+    from ..lesson_setup import quiet_libraries
+    from .check import verdict
 
     quiet_libraries()  # this is the grader's own process: no progress bars or library logs in its report
 
@@ -547,10 +548,11 @@ def grade_all(notebooks: list[Path], grading: Grading, jobs: int = 1):
 def run_grade(paths: list[str], as_json: bool = False, csv_path: str | None = None, solutions: str | None = None,
               cell_timeout: float = CELL_TIMEOUT, total_timeout: float = TOTAL_TIMEOUT,
               locked_timeout: float = LOCKED_TIMEOUT, jobs: int | None = None, shard: str | None = None,
-              memory_gib: float = MEMORY_GIB) -> int:
-    """CLI entry. Returns 0 when every path named a notebook (whatever the scores), 1 otherwise."""
-    sandbox = make_sandbox(memory_gib)
-    stop = required_in_ci(sandbox)
+              memory_gib: float = MEMORY_GIB, unsafe: bool = False) -> int:
+    """CLI entry. Returns 0 when every path named a notebook (whatever the scores), 1 otherwise (and 1, with one
+    line, before grading anything when submissions cannot be sandboxed and ``unsafe`` was not asked for)."""
+    sandbox = make_sandbox(memory_gib, unsafe=unsafe)
+    stop = required_in_ci(sandbox) or sandbox.refusal()
     if stop:
         print(stop, file=sys.stderr)
         return 1
@@ -571,9 +573,10 @@ def run_grade(paths: list[str], as_json: bool = False, csv_path: str | None = No
                           total_timeout, shard or "")
         stream = grade_all(notebooks, grading, jobs or default_jobs())
     except (ValueError, OSError, nbformat.ValidationError) as exc:
-        print(f"grade: cannot grade: {one_line(exc)}", file=sys.stderr)
-        problems.append(str(exc))
-        stream = (_failed(nb, None, None, f"not graded: {one_line(exc)}") for nb in notebooks)
+        reason = one_line(exc)  # the name ``exc`` is gone after this block; the generator below needs the text
+        print(f"grade: cannot grade: {reason}", file=sys.stderr)
+        problems.append(reason)
+        stream = (_failed(nb, None, None, f"not graded: {reason}") for nb in notebooks)
     for i, r in enumerate(stream):
         results.append(r)
         print(r.to_json() if as_json else _human(r), flush=True)

@@ -8,11 +8,11 @@ host's ``/bin``, ``/lib``... links), the interpreter's tree, the virtual environ
 the ``course_utils`` package folder (not the checkout: solutions, tests, ``.git`` are absent), the folders the
 grader names and a few ``/etc`` files. It writes only its own folder, plus a small private ``/tmp`` and ``/dev/shm``.
 It sees a fresh ``/proc`` of its own PID namespace, has no network (only its own loopback), its own IPC and UTS
-namespaces, none of the grader's environment variables, and every process it starts ends with it
-(``--die-with-parent``, ``--new-session``). ``prlimit`` caps its processes (RLIMIT_NPROC: in drop-root mode it
-counts every uid-65534 process on the host, other sandboxes included), address space, CPU time per process, file
-size and open files; wall time and output size are the grader's. The kernel talks to the grader over Unix sockets
-in its folder (ZeroMQ ``ipc`` transport): a TCP port on the grader's loopback is out of its reach.
+namespaces, none of the grader's environment variables but ``$COURSE_MODEL`` and ``$TZ``, and every process it
+starts ends with it (``--die-with-parent``, ``--new-session``). ``prlimit`` caps its processes (RLIMIT_NPROC: in
+drop-root mode it counts every uid-65534 process on the host, other sandboxes included), address space, CPU time
+per process, file size and open files; wall time and output size are the grader's. The kernel talks to the
+grader over Unix sockets in its folder (ZeroMQ ``ipc`` transport): the grader's loopback is out of its reach.
 
 It can still: read the files bound in (the installed stack and the course package), use the CPU and memory under
 those caps, fill its own folder with files under the size cap until the grader's wall time ends it, and create
@@ -34,7 +34,7 @@ import stat
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from jupyter_client import AsyncKernelManager, KernelManager
@@ -55,8 +55,10 @@ HOST_LINKS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")   # links into /
 ETC_FILES = ("passwd", "group", "nsswitch.conf", "ld.so.cache", "localtime")
 PASSED_ENV = ("COURSE_MODEL", "TZ")  # the only grader variables the kernel sees
 CREATED = ("/", "/tmp", "/etc", "/dev", "/proc")  # folders that exist in the sandbox before any bind
-SETPRIV_ARGS = (f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all",
-                "--no-new-privs")
+SETPRIV_ARGS = (f"--regid={NOBODY}", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs")
+# In drop-root mode each kernel gets a uid of its own, this plus its grading process's pid (unique among live
+# processes): RLIMIT_NPROC counts per uid, so one submission's fork bomb cannot starve a neighbour's threads.
+KERNEL_UID_BASE = 200_000
 NAMESPACES = ("--unshare-pid", "--unshare-net", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try",
               "--hostname", "grading-sandbox", "--die-with-parent", "--new-session")
 PROBE_CODE = ("import os, sys\n"
@@ -98,6 +100,18 @@ class Sandbox:
     mode: str = field(default_factory=default_mode)
     limits: Limits = Limits()
     unsafe: bool = False
+    uid: int = NOBODY        # the kernel's uid in drop-root mode (``for_this_process`` gives each worker its own)
+
+    def __post_init__(self) -> None:
+        if not self.bwrap:
+            object.__setattr__(self, "mode", NONE)
+
+    def for_this_process(self) -> Sandbox:
+        """This sandbox with a kernel uid of this process's own (drop-root mode), so concurrent kernels never
+        share a process count; unchanged in the other modes."""
+        if self.mode != DROP_ROOT:
+            return self
+        return replace(self, uid=KERNEL_UID_BASE + os.getpid())
 
     @property
     def level(self) -> str:
@@ -113,18 +127,12 @@ class Sandbox:
     def _problem(self) -> str | None:
         if not self.bwrap:
             return "bubblewrap (bwrap) is not installed: apt-get install -y bubblewrap"
-        for tool, use in (("prlimit", "to limit the kernel"), ("setpriv", "to drop root")):
-            if (tool == "prlimit" or self.mode == DROP_ROOT) and not shutil.which(tool):
-                return f"{tool} is not installed ({use}): apt-get install -y util-linux"
+        if not shutil.which("prlimit"):
+            return "prlimit is not installed (it limits the kernel): apt-get install -y util-linux"
+        if self.mode == DROP_ROOT and not shutil.which("setpriv"):
+            return "setpriv is not installed (it drops root in the sandbox): apt-get install -y util-linux"
         failure = _probe(self.bwrap, self.mode)
-        if failure is None:
-            return None
-        if self.mode == DROP_ROOT:
-            return (f"bwrap cannot build a sandbox as root here ({failure}): give the container CAP_SYS_ADMIN and "
-                    "unconfined seccomp/AppArmor, or run the grader as a user with user namespaces enabled")
-        return (f"bwrap cannot build an unprivileged sandbox here ({failure}): enable user namespaces "
-                "(sysctl kernel.unprivileged_userns_clone=1, kernel.apparmor_restrict_unprivileged_userns=0) "
-                "or run the grader as root")
+        return failure and _how_to_fix(failure, self.mode)
 
     def warning(self) -> str | None:
         """One line for the start of a batch when submissions are not fully contained, else None."""
@@ -143,7 +151,8 @@ class Sandbox:
         if self.level == NONE:
             return self._limited(command)
         if self.mode == DROP_ROOT:
-            inner, identity = [shutil.which("setpriv") or "setpriv", *SETPRIV_ARGS, "--", *command], []
+            inner = [shutil.which("setpriv") or "setpriv", f"--reuid={self.uid}", *SETPRIV_ARGS, "--", *command]
+            identity = []
         else:
             inner = command
             identity = ["--unshare-user", "--uid", str(NOBODY), "--gid", str(NOBODY), "--cap-drop", "ALL"]
@@ -189,7 +198,7 @@ class Sandbox:
         if self.level == NONE or self.mode != DROP_ROOT:
             return
         for path in _tree(Path(workdir)):
-            os.lchown(path, NOBODY, NOBODY)
+            os.lchown(path, self.uid, NOBODY)
         for folder in readable:
             for path in _tree(Path(folder)):
                 share_with_nobody(path)
@@ -254,6 +263,18 @@ def share_with_nobody(path: Path) -> None:
     if st.st_mode & need != need:
         os.lchown(path, -1, NOBODY)
         os.chmod(path, stat.S_IMODE(st.st_mode) | need << 3)
+
+
+def _how_to_fix(failure: str, mode: str) -> str:
+    """The probe's ``failure`` and what usually fixes it."""
+    if "nknown option" in failure or "nrecognized option" in failure:
+        return f"this bwrap is too old ({failure}): install bubblewrap 0.8 or newer"
+    if mode == DROP_ROOT:
+        return (f"bwrap cannot build a sandbox as root here ({failure}): give the container CAP_SYS_ADMIN and "
+                "unconfined seccomp/AppArmor, or run the grader as a user with user namespaces enabled")
+    return (f"bwrap cannot build an unprivileged sandbox here ({failure}): enable user namespaces "
+            "(sysctl kernel.unprivileged_userns_clone=1, kernel.apparmor_restrict_unprivileged_userns=0) "
+            "or run the grader as root")
 
 
 @functools.cache

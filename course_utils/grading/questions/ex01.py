@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import random
+import re
 import secrets
 from pathlib import Path, PurePath
 
@@ -116,8 +117,6 @@ _ADAPTER_IN_KEY = r"\.(lora_[AB])\.[^.]+\.weight$"
 
 def _file_key(name: str) -> str:
     """A model parameter name as the weights file spells it (without the adapter's name)."""
-    import re
-
     return re.sub(_ADAPTER_IN_KEY, r".\1.weight", name)
 
 
