@@ -115,6 +115,20 @@ def evidence_symlinks() -> nbformat.NotebookNode:
                 "C.evidence.write = lambda *a, **k: None\n")
 
 
+def evidence_swap() -> nbformat.NotebookNode:
+    """Right answers; then, before the last check, the evidence folder becomes a link to a copy in which the first
+    model's description is a link to /dev/zero (the grader's own process reading it would fill its memory)."""
+    nb = nbformat.read(EX01, as_version=4)
+    cell(nb, "ex01_q5_answer").source += (
+        "\nimport os, pathlib\n"
+        "os.rename('.evidence', 'ev2')\n"
+        "os.symlink(os.path.abspath('ev2'), '.evidence')\n"
+        "for m in pathlib.Path('ev2').glob('*/models/*/model.json'):\n"
+        "    m.unlink()\n"
+        "    m.symlink_to('/dev/zero')\n")
+    return nb
+
+
 # ------------------------------------------------------------------ attacks on the machine (no change outside)
 def escaper(targets: list[str]) -> nbformat.NotebookNode:
     """A right answer, then writes to the checkout, the venv, /root, another submission's folder and the
@@ -220,7 +234,8 @@ def write_batch(folder: Path, other: Path) -> tuple[str, ...]:
         "01_fake_module.ipynb": fake_checks_module(), "01_patched_import.ipynb": patched_import(),
         "01_spec_loaded.ipynb": spec_loaded_fake(), "01_patched_torch.ipynb": patched_torch(),
         "01_lying_model.ipynb": lying_model(), "01_forged_evidence.ipynb": forged_evidence(),
-        "01_evidence_links.ipynb": evidence_symlinks(), "01_escaper.ipynb": escaper(targets),
+        "01_evidence_links.ipynb": evidence_symlinks(), "01_evidence_swap.ipynb": evidence_swap(),
+        "01_escaper.ipynb": escaper(targets),
         "01_reads_solutions.ipynb": reads_solutions(), "01_fork_bomb.ipynb": fork_bomb(),
         "01_sleeps.ipynb": sleeps_forever(), "01_prints_1gb.ipynb": prints_a_gigabyte(),
         "01_deletes_answers.ipynb": deletes_its_answers(),
@@ -234,6 +249,7 @@ def write_batch(folder: Path, other: Path) -> tuple[str, ...]:
 
 
 NAMES = ("01_fake_module.ipynb", "01_patched_import.ipynb", "01_spec_loaded.ipynb", "01_patched_torch.ipynb",
-         "01_lying_model.ipynb", "01_forged_evidence.ipynb", "01_evidence_links.ipynb", "01_escaper.ipynb",
+         "01_lying_model.ipynb", "01_forged_evidence.ipynb", "01_evidence_links.ipynb", "01_evidence_swap.ipynb",
+         "01_escaper.ipynb",
          "01_reads_solutions.ipynb", "01_fork_bomb.ipynb", "01_sleeps.ipynb", "01_prints_1gb.ipynb",
          "01_deletes_answers.ipynb", "01_lying_metadata.ipynb", "01_malformed.ipynb")

@@ -48,7 +48,7 @@ def test_merge_reports_missing_and_repeated_shards():
     assert any("shards 1/3 are missing" in p for p in problems) and any("more than one shard" in p for p in problems)
 
 
-def test_two_shards_merge_into_one_gradebook(tmp_path):
+def test_two_shards_merge_into_one_gradebook(tmp_path, requires_sandbox):
     subs = tmp_path / "subs"
     subs.mkdir()
     for i in range(5):

@@ -117,7 +117,7 @@ def _outside_state(other: Path) -> dict:
 
 
 @pytest.fixture(scope="module")
-def broken_batch(tmp_path_factory):
+def broken_batch(tmp_path_factory, requires_sandbox):
     folder = tmp_path_factory.mktemp("submissions")
     other = tmp_path_factory.mktemp("other_submission")
     shutil.copy(EX01, other / "01_save_adapter.ipynb")
@@ -208,7 +208,7 @@ def test_plan_keeps_learner_answers_and_restores_locked_cells():
     assert len(messages) == 3
 
 
-def test_solutions_get_full_marks_and_student_copies_zero():
+def test_solutions_get_full_marks_and_student_copies_zero(requires_sandbox):
     run = grade_cli(str(SOLUTIONS), str(EXERCISES), "--json", "--jobs", "2")
     assert run.returncode == 0
     results = [json.loads(line) for line in run.stdout.splitlines()]
@@ -242,6 +242,15 @@ def test_a_forged_verdict_earns_nothing(broken_batch, name, reason):
     q = _q(broken_batch[1], name)["ex01_q1"]
     assert q["points"] == 0 and reason in q["feedback"] and "\n" not in q["feedback"], q
     assert broken_batch[1][name]["isolation"] == "bubblewrap"
+
+
+def test_evidence_is_the_graders_copy_once_its_check_cell_ends(broken_batch):
+    """Links swapped in after a check ran change nothing of its evidence; the last check's, written through the
+    link, is not read at all (and the grader never reads /dev/zero)."""
+    r = broken_batch[1]["01_evidence_swap.ipynb"]
+    q = by_id(r)
+    assert all(q[g]["passed"] for g in ("ex01_q1", "ex01_q2", "ex01_q3", "ex01_q4")), q
+    assert not q["ex01_q5"]["passed"] and "no evidence was saved" in q["ex01_q5"]["feedback"]
 
 
 def test_escapes_change_nothing_outside_the_submission(broken_batch):

@@ -49,7 +49,7 @@ SUBMISSIONS = {"solution": lambda: nbformat.read(SOLUTIONS / f"{EX01}.ipynb", as
 
 
 @pytest.fixture(scope="module")
-def course(tmp_path_factory):
+def course(tmp_path_factory, requires_sandbox):
     root = tmp_path_factory.mktemp("nbgrader_course")
     (root / "nbgrader_config.py").write_text(
         f'c = get_config()\nc.CourseDirectory.root = r"{root}"\nc.CourseDirectory.course_id = "peft-course"\n'

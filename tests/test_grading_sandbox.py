@@ -257,6 +257,7 @@ def _kernel(sandbox: Sandbox):
         finally:
             client.stop_channels()
             km.shutdown_kernel(now=True)
+            sandbox.release(Path(work))
 
 
 @pytest.fixture(scope="module")
@@ -508,3 +509,23 @@ def test_each_grading_process_runs_its_kernels_under_a_uid_of_its_own(tmp_path):
     assert f"--reuid={mine.uid}" in mine.kernel_argv(tmp_path)
     user_ns = Sandbox("/usr/bin/bwrap", 2**30, mode=USER_NAMESPACE)
     assert user_ns.for_this_process() is user_ns
+
+
+def test_the_memory_cap_holds_for_the_whole_submission_not_each_process():
+    """Three children of 600 MiB each fit a 1 GiB cap one by one, not together: where the host lets the grader
+    make control groups, the kernel's group stops them (one line says so where it cannot)."""
+    sandbox = make_sandbox(memory_gib=1.0).for_this_process()
+    if sandbox.refusal():
+        (pytest.fail if IN_CI else pytest.skip)(sandbox.refusal())
+    if not sandbox.groups(Path("/probe")):
+        pytest.skip("this host gives the grader no writable memory and pids control groups: per-process caps only")
+    sandbox.release(Path("/probe"))
+    with _kernel(sandbox) as kernel:
+        out = kernel.run(
+            "import subprocess, sys\n"
+            "code = 'b = bytearray(600 * 2**20)\\nfor i in range(0, len(b), 4096): b[i] = 1\\nimport time; time.sleep(3)'\n"
+            "children = [subprocess.Popen([sys.executable, '-S', '-c', code]) for _ in range(3)]\n"
+            "out = [c.wait() for c in children]\n", timeout=120)
+        members = [(group / "cgroup.procs").read_text().split() for group in sandbox.groups(kernel.workdir)]
+    assert all(members), "the kernel is not in its control groups"
+    assert any(code != 0 for code in out), f"1.8 GiB of children ran under a 1 GiB cap: {out}"

@@ -5,13 +5,13 @@ from course_utils.maintenance import bench_grading
 from course_utils.maintenance.repo import SOLUTIONS
 
 
-def test_class_batch_alternates_solutions_and_stubs(tmp_path):
+def test_class_batch_copies_every_solution(tmp_path):
     n = bench_grading.class_batch(tmp_path, 3)
-    exercises = len(list(SOLUTIONS.glob("[0-9]*.ipynb")))
-    assert n == 3 * exercises == len(list(tmp_path.glob("*.ipynb")))
-    first = next(iter(sorted(SOLUTIONS.glob("[0-9]*.ipynb"))))
-    assert (tmp_path / f"{first.stem}_s000.ipynb").read_bytes() == first.read_bytes()
-    assert (tmp_path / f"{first.stem}_s001.ipynb").read_bytes() != first.read_bytes()
+    solutions = sorted(SOLUTIONS.glob("[0-9]*.ipynb"))
+    assert n == 3 * len(solutions) == len(list(tmp_path.glob("*.ipynb")))
+    for solution in solutions:
+        for s in range(3):
+            assert (tmp_path / f"{solution.stem}_s{s:03d}.ipynb").read_bytes() == solution.read_bytes()
 
 
 def test_grade_command_is_the_instructors(tmp_path):

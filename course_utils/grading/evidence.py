@@ -44,6 +44,9 @@ MAX_STRING = 100_000
 # Config fields a rebuilt model may take from the evidence (the rest comes from the course's own config).
 CONFIG_FIELDS = {"vocab_size": (1, 100_000), "num_labels": (1, 64), "pad_token_id": (0, 100_000)}
 MODEL_CLASSES = ("GPT2LMHeadModel", "GPT2ForSequenceClassification")
+MAX_RANK = 256      # the largest LoRA rank (or rank_pattern value) the checker builds
+MAX_ADAPTERS = 8    # adapters of one model answer
+INIT_CHOICES = (True, False, "gaussian", "pissa", "olora")  # LoRA initialisations the checker may run
 PEFT_CLASSES = ("PeftModel", "PeftModelForCausalLM", "PeftModelForSequenceClassification")
 
 
@@ -462,12 +465,50 @@ class Evidence:
         return self._models[folder]
 
 
-def lora_config_from(data):
-    """A ``LoraConfig`` from its saved dict (unknown fields dropped), or an ``Opaque`` when it is not one."""
+def _number(value, high: float) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) <= high
+
+
+def _bounds_problem(kwargs: dict) -> str | None:
+    """Why a LoraConfig is beyond anything the course's model takes (before it allocates a single tensor)."""
+    r = kwargs.get("r", 8)
+    if not (isinstance(r, int) and not isinstance(r, bool) and 0 < r <= MAX_RANK):
+        return f"r={r!r} (a whole number from 1 to {MAX_RANK})"
+    if not _number(kwargs.get("lora_alpha", 8), 1e6):
+        return "lora_alpha out of range"
+    for key, high in (("rank_pattern", MAX_RANK), ("alpha_pattern", 1e6)):
+        pattern = kwargs.get(key) or {}
+        if not isinstance(pattern, dict) or len(pattern) > 64 or not all(
+                isinstance(k, str) and len(k) <= 200 and _number(v, high) and v > 0 for k, v in pattern.items()):
+            return f"{key} beyond the course's model (at most 64 entries, values up to {high:g})"
+    targets = kwargs.get("target_modules")
+    if isinstance(targets, str) and len(targets) > 500 or isinstance(targets, list) and (
+            len(targets) > 64 or not all(isinstance(t, str) and len(t) <= 200 for t in targets)):
+        return "target_modules too long"
+    if kwargs.get("layer_replication") is not None:
+        return "layer_replication is not used in this course"
+    saved = kwargs.get("modules_to_save")
+    if saved is not None and not (isinstance(saved, list) and len(saved) <= 8):
+        return "modules_to_save too long"
+    if kwargs.get("init_lora_weights", True) not in INIT_CHOICES:
+        return f"init_lora_weights={kwargs.get('init_lora_weights')!r} is not one this course uses"
+    return None
+
+
+def lora_config_from(data, for_rebuild: bool = False):
+    """A ``LoraConfig`` from its saved dict (unknown fields dropped), or an ``Opaque`` when it is not one.
+
+    A config beyond the course model's bounds is refused before anything is built. ``for_rebuild``: the
+    weights will come from the evidence, so no initialisation is run (``init_lora_weights=False``)."""
     if not isinstance(data, dict):
         return Opaque("LoraConfig")
     allowed = {f.name for f in fields(LoraConfig) if f.init}
     kwargs = {k: v for k, v in data.items() if k in allowed}
+    problem = _bounds_problem(kwargs)
+    if problem:
+        raise EvidenceError(f"the LoraConfig is beyond the course's model: {problem}")
+    if for_rebuild:
+        kwargs["init_lora_weights"] = False
     try:
         return LoraConfig(**kwargs)
     except (TypeError, ValueError) as exc:
@@ -501,10 +542,15 @@ def rebuild_model(folder: Path, info: dict):
     if cls in PEFT_CLASSES:
         if not adapters or not isinstance(adapters, dict):
             raise EvidenceError("a PeftModel's evidence names no adapter")
-        (first, first_config), *rest = adapters.items()
-        model = getattr(peft, cls)(base, lora_config_from(first_config), adapter_name=str(first))
+        if len(adapters) > MAX_ADAPTERS:
+            raise EvidenceError(f"a model answer holds {len(adapters)} adapters (at most {MAX_ADAPTERS} are read)")
+        configs = {str(name): lora_config_from(cfg, for_rebuild=True) for name, cfg in adapters.items()}
+        if any(isinstance(c, Opaque) for c in configs.values()):
+            raise EvidenceError("a PeftModel's evidence holds an adapter config that is not a LoraConfig")
+        (first, first_config), *rest = configs.items()
+        model = getattr(peft, cls)(base, first_config, adapter_name=first)
         for name, cfg in rest:
-            model.add_adapter(str(name), lora_config_from(cfg))
+            model.add_adapter(name, cfg)
     elif cls not in MODEL_CLASSES or info.get("lora_modules"):
         return Opaque(str(cls))  # a plain model with LoRA layers injected is judged from its description
     params = info.get("params") or {}

@@ -16,6 +16,7 @@ import ast
 import json
 import multiprocessing
 import os
+import resource
 import shutil
 import signal
 import sys
@@ -23,6 +24,7 @@ import tempfile
 import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -35,6 +37,7 @@ from ..maintenance.notebook_env import ENV
 from ..maintenance.repo import SOLUTIONS
 from ..messages import first_line, one_line
 from . import EVIDENCE_ENV
+from .collect import collect
 from .gradebook import select_shard, write_csv
 from .sandbox import MEMORY_GIB, Sandbox, make_sandbox, required_in_ci
 
@@ -44,6 +47,7 @@ TOTAL_TIMEOUT = 600    # seconds for a whole submission
 MAX_RESTARTS = 3       # kernel restarts (after a timeout or a crash) per submission
 BIG_OUTPUT = 1_000_000  # bytes of output from one cell worth a message (and the most kept of it)
 JUDGE_TIMEOUT = 120    # seconds the trusted checker may spend on one question's evidence
+JUDGE_MEMORY = 4 * 2**30  # bytes the trusted checker may allocate for one question's evidence
 EVIDENCE = ".evidence"  # the folder, inside the submission's work folder, that check cells write to
 _CHECK_IMPORT = "from course_utils.grading.checks import check  # restored by the grader\n"
 _EVIDENCE_LINE = "import os as _os; _os.environ[{env!r}] = {folder!r}; del _os  # set by the grader\n"
@@ -292,8 +296,12 @@ def _cell_source(cell: _Cell, evidence: Path) -> str:
     return _EVIDENCE_LINE.format(env=EVIDENCE_ENV, folder=str(evidence)) + cell.source
 
 
-def run_cells(cells: list[_Cell], workdir: Path, grading: Grading, messages: list[str] | None = None) -> list[_Outcome]:
-    """Run ``cells`` in a fresh sandboxed kernel in ``workdir``; a hung or fatal cell is skipped after a restart."""
+def run_cells(cells: list[_Cell], workdir: Path, grading: Grading, messages: list[str] | None = None,
+              evidence_to: Path | None = None) -> list[_Outcome]:
+    """Run ``cells`` in a fresh sandboxed kernel in ``workdir``; a hung or fatal cell is skipped after a restart.
+
+    Right after each check cell, its question's evidence is copied into ``evidence_to`` (a folder of the grader's,
+    out of the kernel's reach): what later cells do cannot change it."""
     messages = messages if messages is not None else []
     os.environ.update(ENV)
     evidence = workdir / EVIDENCE
@@ -305,7 +313,8 @@ def run_cells(cells: list[_Cell], workdir: Path, grading: Grading, messages: lis
     while start_at < len(cells):
         nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(_cell_source(c, evidence)) for c in cells])
         spec_dir = tempfile.mkdtemp(prefix="grade-kernel-")
-        km = grading.sandbox.for_this_process().kernel_manager(workdir, Path(spec_dir))
+        box = grading.sandbox.for_this_process()
+        km = box.kernel_manager(workdir, Path(spec_dir))
         client = _CappedClient(nb, km=km, allow_errors=True, record_timing=False,
                                shutdown_kernel="immediate", startup_timeout=120,
                                resources={"metadata": {"path": str(workdir)}})
@@ -319,6 +328,10 @@ def run_cells(cells: list[_Cell], workdir: Path, grading: Grading, messages: lis
         def run(i: int, client=client, nb=nb) -> None:
             limit(i)
             client.execute_cell(nb.cells[i], i)
+            if cells[i].kind == "check" and evidence_to is not None:
+                target = evidence_to / cells[i].grade_id
+                shutil.rmtree(target, ignore_errors=True)
+                collect(evidence, cells[i].grade_id, target)
 
         def where(i: int) -> str:
             return f"{cells[i].kind} cell{' ' + cells[i].grade_id if cells[i].grade_id else ''}"
@@ -379,6 +392,7 @@ def run_cells(cells: list[_Cell], workdir: Path, grading: Grading, messages: lis
         finally:
             if km.has_kernel:  # the client leaves a kernel it did not create running
                 run_sync(km.shutdown_kernel)(now=True)
+            box.release(workdir)  # whatever the kernel left running ends here, with its control group
             shutil.rmtree(spec_dir, ignore_errors=True)
     return outcomes
 
@@ -388,42 +402,54 @@ class _JudgeTimeout(Exception):
     pass
 
 
-def _only_plain_files(folder: Path) -> None:
-    """Remove every link and special file the kernel left in its evidence (the checker reads data files only)."""
-    for root, dirs, files in os.walk(folder, followlinks=False):
-        for name in dirs + files:
-            path = Path(root) / name
-            if path.is_symlink() or not (path.is_dir() or path.is_file()):
-                path.unlink(missing_ok=True)
+@contextmanager
+def _memory_cap(extra_bytes: int = JUDGE_MEMORY):
+    """This process's address space capped (soft limit) at what it uses now plus ``extra_bytes`` while judging:
+    evidence that makes the checker allocate without end fails with MemoryError instead of exhausting the host."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    try:
+        with open("/proc/self/statm", encoding="ascii") as f:
+            now = int(f.read().split()[0]) * resource.getpagesize()
+    except OSError:
+        yield
+        return
+    cap = now + extra_bytes
+    if hard != resource.RLIM_INFINITY:
+        cap = min(cap, hard)
+    resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
+    try:
+        yield
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
 
 
-def judge(plan: list[_Cell], outcomes: list[_Outcome], workdir: Path) -> None:
-    """Replace the outcome of every check cell that ran with the trusted checker's verdict on its evidence."""
+def judge(plan: list[_Cell], outcomes: list[_Outcome], evidence: Path) -> None:
+    """Replace the outcome of every check cell that ran with the trusted checker's verdict on its evidence (the
+    copies in ``evidence``, taken by the grader as each check cell ended)."""
     # torch, transformers and peft load here: only the processes that judge pay for them, not the batch's main one
     from ..lesson_setup import quiet_libraries
     from .check import verdict
 
     quiet_libraries()  # this is the grader's own process: no progress bars or library logs in its report
-
-    evidence = workdir / EVIDENCE
-    if evidence.is_dir() and not evidence.is_symlink():
-        _only_plain_files(evidence)
     timed = threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGALRM")
     for i, cell in enumerate(plan):
         if cell.kind != "check" or outcomes[i].status != "ok":
             continue
-        folder = evidence / cell.grade_id
         if timed:
             def stop(*_):
                 raise _JudgeTimeout
             old = signal.signal(signal.SIGALRM, stop)
             signal.alarm(JUDGE_TIMEOUT)
         try:
-            result = verdict(folder, cell.grade_id)
+            with _memory_cap():
+                result = verdict(evidence / cell.grade_id, cell.grade_id)
             outcomes[i] = _Outcome("ok" if result.passed else "error", result.line)
         except _JudgeTimeout:
             outcomes[i] = _Outcome("error", f"✗ {cell.grade_id}: judging the evidence took over {JUDGE_TIMEOUT} s: "
                                             "no points.")
+        except MemoryError:
+            outcomes[i] = _Outcome("error", f"✗ {cell.grade_id}: the evidence needs more memory than a course "
+                                            "answer can: no points.")
         finally:
             if timed:
                 signal.alarm(0)
@@ -484,8 +510,9 @@ def grade_path(path: Path, grading: Grading) -> SubmissionResult:
             work.mkdir()
             if path.suffix == ".ipynb":
                 shutil.copyfile(path, work / path.name)
-            outcomes = run_cells(plan, work, grading, messages)
-            judge(plan, outcomes, work)
+            trusted = Path(tmp) / "evidence"   # the grader's copies, outside the sandbox's one folder
+            outcomes = run_cells(plan, work, grading, messages, trusted)
+            judge(plan, outcomes, trusted)
         questions = _score(source, plan, outcomes)
     except Exception as exc:  # noqa: BLE001 - a grader bug must not stop the batch either
         result = _failed(path, name, source, f"grader error ({type(exc).__name__}: {first_line(str(exc))})", grading)

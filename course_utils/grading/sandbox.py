@@ -1,6 +1,6 @@
 """One sandbox per graded submission: bubblewrap (``bwrap``) around the submission's kernel, which runs as ``nobody``.
 
-The kernel runs as uid and gid 65534 (``nobody``), with no capabilities (effective, permitted, inheritable, ambient
+The kernel runs as an unprivileged uid (65534, ``nobody``, or one per grading process) and gid 65534, with no capabilities (effective, permitted, inheritable, ambient
 or bounding) and ``no_new_privs``. When the grader runs as root, bwrap builds the sandbox and ``setpriv`` drops to
 nobody inside it (mode ``drop-root``); otherwise bwrap maps the caller to nobody in a new user namespace (mode
 ``user-namespace``). Its root file system is built from read-only binds of only what it needs: ``/usr`` (and the
@@ -9,9 +9,11 @@ the ``course_utils`` package folder (not the checkout: solutions, tests, ``.git`
 grader names and a few ``/etc`` files. It writes only its own folder, plus a small private ``/tmp`` and ``/dev/shm``.
 It sees a fresh ``/proc`` of its own PID namespace, has no network (only its own loopback), its own IPC and UTS
 namespaces, none of the grader's environment variables but ``$COURSE_MODEL`` and ``$TZ``, and every process it
-starts ends with it (``--die-with-parent``, ``--new-session``). ``prlimit`` caps its processes (RLIMIT_NPROC: in
-drop-root mode it counts every uid-65534 process on the host, other sandboxes included), address space, CPU time
-per process, file size and open files; wall time and output size are the grader's. The kernel talks to the
+starts ends with it (``--die-with-parent``, ``--new-session``). ``prlimit`` caps each of its processes (RLIMIT_NPROC counts per uid: in
+drop-root mode each grading process gives its kernels a uid of their own, ``for_this_process``), address space,
+CPU time, file size and open files; where the host lets a root grader write its control groups, ``cgroups.py``
+also caps the memory and the processes of the whole submission together. Wall time and output size are the
+grader's. The kernel talks to the
 grader over Unix sockets in its folder (ZeroMQ ``ipc`` transport): the grader's loopback is out of its reach.
 
 It can still: read the files bound in (the installed stack and the course package), use the CPU and memory under
@@ -41,6 +43,7 @@ from jupyter_client import AsyncKernelManager, KernelManager
 from jupyter_client.kernelspec import KernelSpecManager
 
 from ..maintenance.notebook_env import ENV
+from . import cgroups
 
 MEMORY_GIB = 4.0          # default memory cap of one submission's kernel (address space, GiB)
 SANDBOX_KERNEL = "course-grading-sandbox"
@@ -203,6 +206,17 @@ class Sandbox:
             for path in _tree(Path(folder)):
                 share_with_nobody(path)
 
+    def groups(self, workdir: Path) -> list[Path]:
+        """The control groups that hold the whole kernel of ``workdir`` to ``memory_bytes`` and the process limit
+        together (``cgroups.py``), created on first use; [] where the host gives none."""
+        name = f"{self.uid}-{abs(hash(str(workdir))) % 10**12}"
+        return cgroups.create(name, self.memory_bytes, self.limits.processes)
+
+    def release(self, workdir: Path) -> None:
+        """End every process left of ``workdir``'s kernel and remove its control groups."""
+        if self.level != NONE:
+            cgroups.release(self.groups(workdir))
+
     def kernel_manager(self, workdir: Path, spec_dir: Path, readable: tuple[Path, ...] = (),
                        manager: type[KernelManager] = AsyncKernelManager) -> KernelManager:
         """A KernelManager whose kernel runs in this sandbox, talking over Unix sockets in ``workdir``.
@@ -218,8 +232,10 @@ class Sandbox:
         kernels = spec_dir / "kernels"
         folder = kernels / SANDBOX_KERNEL
         folder.mkdir(parents=True, exist_ok=True)
-        spec = {"argv": self.kernel_argv(workdir, (spec_dir, *readable)), "display_name": "graded submission",
-                "language": "python", "env": kernel_env(workdir)}
+        argv = self.kernel_argv(workdir, (spec_dir, *readable))
+        if self.level != NONE:
+            argv = cgroups.enter_argv(self.groups(workdir), argv)
+        spec = {"argv": argv, "display_name": "graded submission", "language": "python", "env": kernel_env(workdir)}
         (folder / "kernel.json").write_text(json.dumps(spec), encoding="utf-8")
         self.prepare(workdir, (spec_dir, *readable))
         specs = KernelSpecManager(kernel_dirs=[str(kernels)], ensure_native_kernel=False)

@@ -1,7 +1,7 @@
 """A class-size grading batch for ``make bench`` (``floor_ratios`` times it against M·t/c).
 
-``class_batch`` writes ``students`` submissions of every exercise, alternately the solution and the untouched
-student copy, so the batch holds both a full notebook's work and a quick all-✗ run.
+``class_batch`` writes ``students`` copies of every exercise's solution: every submission does a whole exercise's
+work and has every question judged, the worst case of a class that answered everything.
 """
 from __future__ import annotations
 
@@ -9,16 +9,15 @@ import shutil
 import sys
 from pathlib import Path
 
-from .repo import EXERCISES, SOLUTIONS
+from .repo import SOLUTIONS
 
 
 def class_batch(folder: Path, students: int) -> int:
-    """Write ``students`` submissions per exercise into ``folder``; return how many were written."""
+    """Write ``students`` copies of each solution into ``folder``; return how many were written."""
     count = 0
     for solution in sorted(SOLUTIONS.glob("[0-9]*.ipynb")):
         for s in range(students):
-            source = solution if s % 2 == 0 else EXERCISES / solution.name
-            shutil.copyfile(source, Path(folder) / f"{solution.stem}_s{s:03d}.ipynb")
+            shutil.copyfile(solution, Path(folder) / f"{solution.stem}_s{s:03d}.ipynb")
             count += 1
     return count
 

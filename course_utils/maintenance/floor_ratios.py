@@ -114,8 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m course_utils.maintenance.floor_ratios",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default=str(OUT), help="folder for floor_ratios.md and .json")
-    parser.add_argument("--students", type=int, default=6,
-                        help="submissions per exercise in the grading batch (default 6; 0 skips grading)")
+    parser.add_argument("--students", type=int, default=8,
+                        help="copies of each solution in the grading batch (default 8: 56 submissions; 0 skips)")
     args = parser.parse_args(argv)
     results = [measure(["make", "--no-print-directory", "check-notebooks"], count_notebooks(),
                        "make check-notebooks")]

@@ -28,10 +28,9 @@ from .common import (
     peft_model,
     require,
     same_logits,
-    weights_of,
     whole_number,
 )
-from .given import colleague, memory_budget, reference
+from .given import budget_for, colleague, reference
 
 TARGETS = ("c_attn", "c_fc")
 # bfloat16 keeps about 3 significant digits: logits of a bfloat16 base stay this close to float32 ones.
@@ -46,9 +45,12 @@ def _ref():
 
 
 def _lora_weights_match(model, path, atol: float) -> None:
-    saved = weights_of(path)
+    """The model's active adapter holds the given adapter's weights (the checker's own copy of them, not the
+    folder's, which the learner's notebook could have rewritten)."""
+    saved = get_peft_model_state_dict(_ref())
     mine = get_peft_model_state_dict(model, adapter_name=active(model, "the model"))
-    require(set(mine) == set(saved), f"its LoRA layers are not the ones saved in {path.name}/.")
+    require(set(mine) == set(saved) and all(mine[n].shape == saved[n].shape for n in saved),
+            f"its LoRA layers are not the ones saved in {path.name}/.")
     worst = max(float((mine[n].detach().float().cpu() - saved[n].float()).abs().max()) for n in saved)
     require(worst <= atol, f"its LoRA weights differ from the saved ones by up to {worst:.1e}: load them from "
                            f"{path.name}/.")
@@ -175,7 +177,7 @@ def _q3(ev: Evidence) -> str:
 def _q4(ev: Evidence) -> str:
     """Lesson 4: a dtype plan for a memory budget: 16-bit base, float32 adapter, the bytes counted, and it fits."""
     path = folder(ev, "folder")
-    budget = memory_budget(path)
+    budget = budget_for(sum(p.numel() for n, p in _ref().named_parameters() if "lora_" in n))
     model = peft_model(ev, "fitted")
     where = ev.devices("fitted")
     require("meta" not in where, "some tensors sit on the meta device: they hold no weights at all.")

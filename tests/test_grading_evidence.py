@@ -1,0 +1,107 @@
+"""course_utils.grading.evidence: answers written as data in the kernel, read back and rebuilt by the checker,
+which refuses evidence that does not fit the course's model before it allocates anything large."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+
+from course_utils import load_base_model
+from course_utils.grading import evidence
+from course_utils.grading.check import verdict
+from course_utils.grading.evidence import Evidence, EvidenceError, Opaque
+
+
+class Always(str):
+    def __eq__(self, other):
+        return True
+
+    __hash__ = str.__hash__
+
+
+def test_values_round_trip_and_notebook_types_are_marked(tmp_path):
+    answers = {"n": 24, "x": 0.5, "s": "text", "names": ["a", Path("b")], "flags": {True, False},
+               "d": {"k": (1, 2)}, "dtype": torch.bfloat16, "none": None, "fake": Always("x"),
+               "t": torch.tensor(3), "f": print}
+    ev = Evidence(evidence.write("q", tmp_path / "q", answers))
+    assert ev.answers(["n", "x", "s", "none"]) == {"n": 24, "x": 0.5, "s": "text", "none": None}
+    assert ev.value("names") == ["a", Path("b")] and ev.value("flags") == {True, False}
+    assert ev.value("d") == {"k": (1, 2)} and ev.value("dtype") is torch.bfloat16 and ev.value("t") == 3
+    assert ev.value("fake") == Opaque("Always", foreign=True)
+    assert ev.value("f").function
+
+
+def test_a_model_is_rebuilt_with_its_tensors_flags_and_relations(tmp_path):
+    torch.manual_seed(0)
+    model = get_peft_model(load_base_model(), LoraConfig(r=4, target_modules=["c_attn"], init_lora_weights=False))
+    model.base_model.model.transformer.h[0].mlp.c_fc.to(torch.bfloat16)
+    ev = Evidence(evidence.write("q", tmp_path / "q", {"a": model, "b": model, "c": load_base_model()}))
+    rebuilt = ev.value("a")
+    assert rebuilt is ev.value("b") and ev.same("a", "b") and not ev.shares("a", "c")
+    mine, theirs = model.state_dict(), rebuilt.state_dict()
+    assert set(mine) == set(theirs) and all(torch.equal(mine[k], theirs[k]) for k in mine)
+    assert [p.requires_grad for p in model.parameters()] == [p.requires_grad for p in rebuilt.parameters()]
+    assert rebuilt.base_model.model.transformer.h[0].mlp.c_fc.weight.dtype == torch.bfloat16
+
+
+def _forged(tmp_path, adapters, question="ex01_q1", answer="model"):
+    folder = tmp_path / question
+    evidence.write(question, folder, {answer: load_base_model()})
+    info_path = folder / "models" / "m1" / "model.json"
+    info = json.loads(info_path.read_text())
+    info.update({"class": "PeftModel", "adapters": adapters, "active_adapters": list(adapters)})
+    info_path.write_text(json.dumps(info))
+    return folder
+
+
+@pytest.mark.parametrize("adapters, reason", [
+    ({"default": {"r": 4194304, "target_modules": ["c_attn"]}}, "r=4194304"),
+    ({"default": {"r": 8, "target_modules": ["c_attn"], "rank_pattern": {"c_attn": 4194304}}}, "rank_pattern"),
+    ({"default": {"r": 8, "target_modules": ["c_attn"], "layer_replication": [[0, 4]] * 100}}, "layer_replication"),
+    ({f"a{i}": {"r": 8, "target_modules": ["c_attn"]} for i in range(50)}, "50 adapters"),
+    ({"default": {"r": 4, "target_modules": ["c_attn", "c_proj"]}}, "do not match its adapter configs"),
+])
+def test_evidence_beyond_the_course_model_is_refused_before_it_is_built(tmp_path, adapters, reason):
+    start = time.perf_counter()
+    result = verdict(_forged(tmp_path, adapters), "ex01_q1")
+    assert not result.passed and reason in result.line and "\n" not in result.line, result.line
+    assert time.perf_counter() - start < 30  # refused, not built (a built rank-4M adapter takes minutes and GiBs)
+
+
+def test_a_forged_lora_config_answer_is_bounded_too(tmp_path):
+    folder = tmp_path / "ex03_q2"
+    evidence.write("ex03_q2", folder, {"config": LoraConfig(r=8, target_modules=["c_attn"])})
+    manifest = json.loads((folder / "manifest.json").read_text())
+    manifest["answers"]["config"]["v"]["rank_pattern"] = {"c_attn": 4194304}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    result = verdict(folder, "ex03_q2")
+    assert not result.passed and "beyond the course's model" in result.line
+
+
+@pytest.mark.parametrize("edit, reason", [
+    (lambda m: m.update(answers={"model": {"t": "path", "original": "x", "exists": True, "snapshot": "../../etc"}}),
+     "outside its folder"),
+    (lambda m: m.update(format=99), "not in the course's format"),
+    (lambda m: m.update(question="ex02_q1"), "belongs to another question"),
+    (lambda m: m["answers"].update(model={"t": "model", "dir": "/etc"}), "outside its folder"),
+    (lambda m: m["answers"].update(model={"t": "weird"}), "an entry the course does not write"),
+])
+def test_malformed_or_escaping_evidence_fails_in_one_line(tmp_path, edit, reason):
+    folder = tmp_path / "ex01_q1"
+    evidence.write("ex01_q1", folder, {"model": "text"})
+    manifest = json.loads((folder / "manifest.json").read_text())
+    edit(manifest)
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    result = verdict(folder, "ex01_q1")
+    assert not result.passed and reason in result.line and "\n" not in result.line, result.line
+
+
+def test_no_evidence_at_all(tmp_path):
+    result = verdict(tmp_path / "nothing", "ex01_q1")
+    assert not result.passed and "no evidence was saved" in result.line
+    with pytest.raises(EvidenceError):
+        Evidence(tmp_path / "nothing")
