@@ -1,20 +1,21 @@
-"""One sandbox per graded submission: bubblewrap (``bwrap``) around the submission's kernel, which runs as ``nobody``.
+"""One sandbox per graded submission: bubblewrap (``bwrap``) around the submission's kernel, run unprivileged.
 
-The kernel runs as an unprivileged uid (65534, ``nobody``, or one per grading process) and gid 65534, with no capabilities (effective, permitted, inheritable, ambient
-or bounding) and ``no_new_privs``. When the grader runs as root, bwrap builds the sandbox and ``setpriv`` drops to
-nobody inside it (mode ``drop-root``); otherwise bwrap maps the caller to nobody in a new user namespace (mode
-``user-namespace``). Its root file system is built from read-only binds of only what it needs: ``/usr`` (and the
-host's ``/bin``, ``/lib``... links), the interpreter's tree, the virtual environment, the site-packages folders,
-the ``course_utils`` package folder (not the checkout: solutions, tests, ``.git`` are absent), the folders the
-grader names and a few ``/etc`` files. It writes only its own folder, plus a small private ``/tmp`` and ``/dev/shm``.
+The kernel runs as an unprivileged uid (65534, ``nobody``, or one of its own per grading process) and gid 65534,
+with no capabilities (effective, permitted, inheritable, ambient or bounding) and ``no_new_privs``. When the
+grader runs as root, bwrap builds the sandbox and ``setpriv`` drops to that uid inside it (mode ``drop-root``);
+otherwise bwrap maps the caller to nobody in a new user namespace (mode ``user-namespace``). Its root file system
+is built from read-only binds of only what it needs: ``/usr`` (and the host's ``/bin``, ``/lib``... links), the
+interpreter's tree, the virtual environment, the site-packages folders, the ``course_utils`` package folder (not
+the checkout: solutions, tests, ``.git`` are absent), the folders the grader names and a few ``/etc`` files. It
+writes only its own folder, plus a small private ``/tmp`` and ``/dev/shm``.
 It sees a fresh ``/proc`` of its own PID namespace, has no network (only its own loopback), its own IPC and UTS
 namespaces, none of the grader's environment variables but ``$COURSE_MODEL`` and ``$TZ``, and every process it
-starts ends with it (``--die-with-parent``, ``--new-session``). ``prlimit`` caps each of its processes (RLIMIT_NPROC counts per uid: in
-drop-root mode each grading process gives its kernels a uid of their own, ``for_this_process``), address space,
-CPU time, file size and open files; where the host lets a root grader write its control groups, ``cgroups.py``
-also caps the memory and the processes of the whole submission together. Wall time and output size are the
-grader's. The kernel talks to the
-grader over Unix sockets in its folder (ZeroMQ ``ipc`` transport): the grader's loopback is out of its reach.
+starts ends with it (``--die-with-parent``, ``--new-session``). ``prlimit`` caps each of its processes: address
+space, CPU time, file size, open files and the process count (RLIMIT_NPROC counts per uid, hence a uid per
+grading process, ``for_this_process``). Where the host lets a root grader write its control groups,
+``cgroups.py`` caps the memory and processes of the whole submission together. Wall time and output size are
+the grader's. The kernel talks to the grader over Unix sockets in its folder (ZeroMQ ``ipc`` transport): the
+grader's loopback is out of its reach.
 
 It can still: read the files bound in (the installed stack and the course package), use the CPU and memory under
 those caps, fill its own folder with files under the size cap until the grader's wall time ends it, and create
