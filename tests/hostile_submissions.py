@@ -196,7 +196,7 @@ def prints_a_gigabyte() -> nbformat.NotebookNode:
 
 
 def deletes_its_answers() -> nbformat.NotebookNode:
-    """Q1 right; then, mid-run, deletes its own notebook copy and the evidence written so far."""
+    """Right answers; in Q2's answer it deletes its own notebook copy and the evidence written so far."""
     nb = nbformat.read(EX01, as_version=4)
     cell(nb, "ex01_q2_answer").source += ("\nimport os, pathlib, shutil\n"
                                           "for p in pathlib.Path('.').glob('*.ipynb'):\n"

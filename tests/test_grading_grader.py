@@ -277,11 +277,11 @@ def test_resource_attacks_cost_at_most_their_own_question(broken_batch, name):
         assert "limit" in q["ex01_q3"]["feedback"] or "died" in q["ex01_q3"]["feedback"], q["ex01_q3"]
 
 
-def test_deleting_its_own_evidence_costs_that_question(broken_batch):
+def test_deleting_its_own_notebook_and_evidence_mid_run_changes_nothing(broken_batch):
+    """The grader holds the plan and a copy of each question's evidence taken as its check ended: a submission
+    that deletes its notebook copy and its evidence folder halfway still gets what its answers earn."""
     r = broken_batch[1]["01_deletes_answers.ipynb"]
-    q = by_id(r)
-    assert not q["ex01_q1"]["passed"] and "no evidence was saved" in q["ex01_q1"]["feedback"]
-    assert r["score"] == EX01_MAX - POINTS["ex01_q1"], r
+    assert r["score"] == EX01_MAX, r
 
 
 def test_metadata_that_lies_gets_the_solution_points(broken_batch):
