@@ -4,8 +4,6 @@ The adapter the exercise gives is ``given.colleague(0, targets=("c_attn", "c_fc"
 """
 from __future__ import annotations
 
-import tempfile
-
 from peft import LoraConfig, PeftModel, get_peft_model
 
 from ...adapter_format import WEIGHTS_FILE
@@ -27,7 +25,7 @@ from .common import (
     same_logits,
     weights_of,
 )
-from .given import colleague, reference
+from .given import reference, saved_and_reloaded
 
 TARGETS = ("c_attn", "c_fc")
 
@@ -78,10 +76,7 @@ def _probe_q4(answers: dict) -> dict:
     proves = answers.get("proves_reload")
     if not callable(proves):
         return {}
-    saved = colleague(0, "default", TARGETS)
-    with tempfile.TemporaryDirectory() as tmp:
-        saved.save_pretrained(tmp)
-        real = PeftModel.from_pretrained(load_base_model(), tmp)
+    saved, (real,) = saved_and_reloaded(1, targets=TARGETS)
 
     def untrained():
         return get_peft_model(load_base_model(), LoraConfig(r=8, target_modules=["c_attn"]))

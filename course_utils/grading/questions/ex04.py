@@ -6,15 +6,13 @@ model ended up; the judge compares that with ``device_name()`` under the same si
 """
 from __future__ import annotations
 
-import tempfile
 from contextlib import ExitStack
 from unittest import mock
 
 import torch
-from peft import PeftModel, get_peft_model_state_dict
+from peft import get_peft_model_state_dict
 
 from ...messages import one_line
-from ...models import load_base_model
 from ...placement import device_name
 from ..evidence import Evidence, Opaque, type_name
 from .common import (
@@ -30,7 +28,7 @@ from .common import (
     same_logits,
     whole_number,
 )
-from .given import budget_for, colleague, reference
+from .given import budget_for, reference, saved_and_reloaded
 
 TARGETS = ("c_attn", "c_fc")
 # bfloat16 keeps about 3 significant digits: logits of a bfloat16 base stay this close to float32 ones.
@@ -118,10 +116,8 @@ def _probe_q3(answers: dict) -> dict:
     place = answers.get("place")
     if not callable(place):
         return {}
-    saved = colleague(0, "default", TARGETS)
-    with tempfile.TemporaryDirectory() as tmp:
-        saved.save_pretrained(tmp)
-        fresh = {m: PeftModel.from_pretrained(load_base_model(), tmp) for m in ("here", *MACHINES)}
+    _, models = saved_and_reloaded(1 + len(MACHINES), targets=TARGETS)
+    fresh = dict(zip(("here", *MACHINES), models))
     out = {}
     for machine, model in fresh.items():
         try:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import tempfile
 from functools import lru_cache
 from pathlib import Path
 
@@ -32,6 +33,15 @@ def colleague(seed: int = 0, adapter_name: str = "default", targets=("c_attn",))
 def reference(seed: int = 0, adapter_name: str = "default", targets=("c_attn",)) -> PeftModel:
     """The checker's own copy of ``colleague(...)`` (never handed to a learner, never changed)."""
     return colleague(seed, adapter_name, tuple(targets)).eval()
+
+
+def saved_and_reloaded(count: int, seed: int = 0, targets=("c_attn",)) -> tuple[PeftModel, list[PeftModel]]:
+    """The colleague's adapter and ``count`` fresh reloads of it from a temporary folder (probes of function
+    answers call these in the learner's kernel, so the inputs are the course's, not the notebook's objects)."""
+    saved = colleague(seed, "default", targets)
+    with tempfile.TemporaryDirectory() as tmp:
+        saved.save_pretrained(tmp)
+        return saved, [PeftModel.from_pretrained(load_base_model(), tmp) for _ in range(count)]
 
 
 def given_adapter(target, targets=("c_attn",), adapter_name: str = "default", seed: int = 0) -> PeftModel:
