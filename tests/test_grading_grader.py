@@ -17,7 +17,7 @@ import pytest
 
 from course_utils.grading import grader
 from course_utils.grading.checks import CHECKS
-from course_utils.grading.grader import identify_exercise, plan_cells, read_submission
+from course_utils.grading.run import identify_exercise, plan_cells, read_submission
 from course_utils.grading.student_copies import check_id_of
 from course_utils.maintenance.repo import EXERCISES, REPO, SOLUTIONS
 

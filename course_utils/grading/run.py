@@ -1,0 +1,346 @@
+"""Running one submission's cells in its sandboxed kernel: what to run, and running it.
+
+``plan_cells`` takes the locked cells (imports, given code, check cells) from the solution notebook, matched by
+nbgrader ``grade_id`` (edited ones are restored, deleted ones re-inserted after their answer, reordered cells run
+in the exercise's order), so only the answer cells are the learner's. ``run_cells`` runs the plan in a fresh
+kernel inside the submission's sandbox (``sandbox.py``); a cell that fails, loops forever (per-cell timeout) or
+kills the kernel (the kernel is restarted and the earlier cells replayed) costs only its own question. In the
+kernel a check cell only writes evidence; right after it, ``collect.py`` copies that evidence into a folder of the
+grader's. Judging it is ``grader.py``'s (with ``check.py``), after the kernel has ended. Reading a submission
+never raises: whatever a file holds, ``read_submission`` and ``identify_exercise`` say what it is.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import nbformat
+from jupyter_core.utils import run_sync
+from nbclient import NotebookClient
+from nbclient.exceptions import CellTimeoutError, DeadKernelError
+
+from ..maintenance.notebook_env import ENV
+from ..maintenance.repo import SOLUTIONS
+from ..messages import first_line, one_line
+from . import EVIDENCE_ENV
+from .collect import collect
+from .sandbox import Sandbox, make_sandbox
+
+CELL_TIMEOUT = 60      # seconds for one learner-written cell
+LOCKED_TIMEOUT = 120   # seconds for one cell the instructor wrote (imports, given code, checks)
+TOTAL_TIMEOUT = 600    # seconds for a whole submission
+MAX_RESTARTS = 3       # kernel restarts (after a timeout or a crash) per submission
+BIG_OUTPUT = 1_000_000  # bytes of output from one cell worth a message (and the most kept of it)
+EVIDENCE = ".evidence"  # the folder, inside the submission's work folder, that check cells write to
+_CHECK_IMPORT = "from course_utils.grading.checks import check  # restored by the grader\n"
+_EVIDENCE_LINE = "import os as _os; _os.environ[{env!r}] = {folder!r}; del _os  # set by the grader\n"
+
+
+@dataclass
+class Cell:
+    source: str
+    kind: str          # "given", "answer", "check", "extra"
+    grade_id: str = ""
+    timeout: float = CELL_TIMEOUT
+
+
+@dataclass
+class Outcome:
+    status: str        # "ok", "error", "timeout", "died", "not run"
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Grading:
+    """What a batch fixes before its first submission runs: the solutions and the sandbox."""
+    solutions: dict
+    sandbox: Sandbox
+    cell_timeout: float = CELL_TIMEOUT
+    locked_timeout: float = LOCKED_TIMEOUT
+    total_timeout: float = TOTAL_TIMEOUT
+    shard: str = ""
+
+
+def prepare(solutions: str | Path = SOLUTIONS, sandbox: Sandbox | None = None,
+            cell_timeout: float = CELL_TIMEOUT, locked_timeout: float = LOCKED_TIMEOUT,
+            total_timeout: float = TOTAL_TIMEOUT, shard: str = "") -> Grading:
+    """Read every solution notebook in ``solutions`` (NN_name.ipynb)."""
+    paths = sorted(Path(solutions).glob("[0-9]*.ipynb")) if Path(solutions).is_dir() else []
+    if not paths:
+        raise ValueError(f"no solution notebooks (NN_name.ipynb) in {solutions}: pass --solutions DIR")
+    read = {p.stem: nbformat.read(p, as_version=4) for p in paths}
+    return Grading(read, sandbox or make_sandbox(), cell_timeout, locked_timeout, total_timeout, shard)
+
+
+
+# ------------------------------------------------------------------------------ reading whatever a file holds
+def _text(source) -> str:
+    if isinstance(source, str):
+        return source
+    if isinstance(source, list):
+        return "".join(s for s in source if isinstance(s, str))
+    return ""
+
+
+def _nbgrader(cell) -> dict:
+    meta = cell.get("metadata") if isinstance(cell, dict) else None
+    nbg = meta.get("nbgrader") if isinstance(meta, dict) else None
+    return nbg if isinstance(nbg, dict) else {}
+
+
+def grade_id_of(cell) -> str:
+    gid = _nbgrader(cell).get("grade_id")
+    return gid if isinstance(gid, str) else ""
+
+
+def _is_code(cell) -> bool:
+    return isinstance(cell, dict) and cell.get("cell_type") == "code"
+
+
+def _is_answer(cell) -> bool:
+    return _is_code(cell) and _nbgrader(cell).get("solution") is True
+
+
+def is_check(cell) -> bool:
+    meta = _nbgrader(cell)
+    return _is_code(cell) and meta.get("grade") is True and meta.get("solution") is not True
+
+
+def points_of(cell) -> int:
+    pts = _nbgrader(cell).get("points", 0)
+    return int(pts) if isinstance(pts, (int, float)) and not isinstance(pts, bool) else 0
+
+
+def cells_of(nb) -> list:
+    cells = nb.get("cells") if isinstance(nb, dict) else None
+    return [c for c in cells if isinstance(c, dict)] if isinstance(cells, list) else []
+
+
+def read_submission(path: Path) -> tuple[dict | None, str | None]:
+    """The notebook's JSON object, or None and a one-line reason; never raises."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        return None, f"could not read the file ({one_line(exc)})"
+    if not data.strip():
+        return None, "an empty file: not a notebook (save it from Jupyter and hand it in again)"
+    try:
+        nb = json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        return None, "not a readable notebook (not UTF-8 text)"
+    except json.JSONDecodeError as exc:
+        return None, f"not a readable notebook (invalid JSON: {exc.msg} at line {exc.lineno})"
+    except RecursionError:
+        return None, "not a readable notebook (JSON nested too deeply)"
+    if not isinstance(nb, dict):
+        return None, f"not a notebook (its JSON is a {type(nb).__name__}, not an object with cells)"
+    return nb, None
+
+
+def identify_exercise(nb, path: Path, names) -> str | None:
+    """The solution stem a submission belongs to: its metadata, then its grade_ids, then its file name."""
+    names = list(names)
+    meta = nb.get("metadata") if isinstance(nb, dict) else None
+    stem = meta.get("course_exercise") if isinstance(meta, dict) else None
+    if isinstance(stem, str) and stem in names:
+        return stem
+    prefixes = {grade_id_of(c).split("_")[0] for c in cells_of(nb) if grade_id_of(c)}
+    for name in names:
+        if f"ex{name[:2]}" in prefixes:
+            return name
+    for name in names:
+        if path.stem.startswith(name) or path.stem.startswith(name[:3]):
+            return name
+    return None
+
+
+# ------------------------------------------------------------------------------ what to run
+def plan_cells(submission, source, cell_timeout: float = CELL_TIMEOUT,
+               locked_timeout: float = LOCKED_TIMEOUT) -> tuple[list[Cell], list[str]]:
+    """The code cells to run, in the exercise's order, with the locked cells taken from ``source``."""
+    messages: list[str] = []
+    src_cells = [c for c in source.cells if c.cell_type == "code"]
+    known = {grade_id_of(c) for c in src_cells}
+    mine: dict[str, str] = {}
+    extras: dict[str, list[str]] = {}
+    anchor, order = "", []
+    for cell in cells_of(submission):
+        if not _is_code(cell):
+            continue
+        gid, text = grade_id_of(cell), _text(cell.get("source"))
+        if gid in known and gid not in mine:
+            mine[gid] = text
+            order.append(gid)
+            anchor = gid
+        elif text.strip():
+            if gid in known:
+                messages.append(f"cell {gid} appears twice: ran only the first copy.")
+                continue
+            extras.setdefault(anchor, []).append(text)
+    expected = [grade_id_of(c) for c in src_cells if grade_id_of(c) in mine]
+    if order != expected:
+        messages.append("cells were moved: ran them in the exercise's order.")
+    plan = [Cell(s, "extra", timeout=cell_timeout) for s in extras.get("", [])]
+    for cell in src_cells:
+        gid = grade_id_of(cell)
+        if _is_answer(cell):
+            if gid in mine:
+                plan.append(Cell(mine[gid], "answer", gid, cell_timeout))
+            else:
+                messages.append(f"answer cell {gid} is missing (deleted, or its metadata removed).")
+        else:
+            kind = "check" if is_check(cell) else "given"
+            if gid not in mine:
+                messages.append(f"{kind} cell {gid} was deleted: restored it.")
+            elif mine[gid].strip() != cell.source.strip():
+                messages.append(f"{kind} cell {gid} was edited: ran the original.")
+            code = (_CHECK_IMPORT + cell.source) if kind == "check" else cell.source
+            plan.append(Cell(code, kind, gid, locked_timeout))
+        plan += [Cell(s, "extra", timeout=cell_timeout) for s in extras.get(gid, [])]
+    return plan, messages
+
+
+# ------------------------------------------------------------------------------ running
+class _Restart(Exception):
+    pass
+
+
+class _OutOfTime(Exception):
+    pass
+
+
+def _outcome_of(cell) -> tuple[Outcome, int]:
+    size = 0
+    error = None
+    for out in cell.get("outputs", []):
+        size += len(json.dumps(out, ensure_ascii=False))
+        if out.get("output_type") == "error" and error is None:
+            ename, evalue = out.get("ename", "Error"), first_line(out.get("evalue", ""))
+            error = evalue if ename == "CheckFailed" else f"{ename}: {evalue}".rstrip(": ")
+    return (Outcome("error", error) if error is not None else Outcome("ok")), size
+
+
+class _CappedClient(NotebookClient):
+    """nbclient's client, keeping at most BIG_OUTPUT bytes of each cell's output (the rest is counted only)."""
+
+    def output(self, outs, msg, display_id, cell_index):
+        sizes = self.__dict__.setdefault("output_sizes", {})
+        size = len(json.dumps(msg.get("content", {}), ensure_ascii=False))
+        sizes[cell_index] = sizes.get(cell_index, 0) + size
+        if sizes[cell_index] > BIG_OUTPUT and msg.get("msg_type") != "error":
+            return None
+        return super().output(outs, msg, display_id, cell_index)
+
+
+def _cell_source(cell: Cell, evidence: Path) -> str:
+    if cell.kind != "check":
+        return cell.source
+    return _EVIDENCE_LINE.format(env=EVIDENCE_ENV, folder=str(evidence)) + cell.source
+
+
+def run_cells(cells: list[Cell], workdir: Path, grading: Grading, messages: list[str] | None = None,
+              evidence_to: Path | None = None) -> list[Outcome]:
+    """Run ``cells`` in a fresh sandboxed kernel in ``workdir``; a hung or fatal cell is skipped after a restart.
+
+    Right after each check cell, its question's evidence is copied into ``evidence_to`` (a folder of the grader's,
+    out of the kernel's reach): what later cells do cannot change it."""
+    messages = messages if messages is not None else []
+    os.environ.update(ENV)
+    evidence = workdir / EVIDENCE
+    total = grading.total_timeout
+    deadline = time.monotonic() + total
+    outcomes = [Outcome("not run", "was not run (see the notes)") for _ in cells]
+    bad: set[int] = set()
+    start_at, restarts = 0, 0
+    while start_at < len(cells):
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(_cell_source(c, evidence)) for c in cells])
+        spec_dir = tempfile.mkdtemp(prefix="grade-kernel-")
+        box = grading.sandbox.for_this_process()
+        km = box.kernel_manager(workdir, Path(spec_dir))
+        client = _CappedClient(nb, km=km, allow_errors=True, record_timing=False,
+                               shutdown_kernel="immediate", startup_timeout=120,
+                               resources={"metadata": {"path": str(workdir)}})
+
+        def limit(i: int, client=client) -> None:
+            remaining = deadline - time.monotonic()
+            if remaining <= 1:
+                raise _OutOfTime
+            client.timeout = max(1, int(min(cells[i].timeout, remaining)))
+
+        def run(i: int, client=client, nb=nb) -> None:
+            limit(i)
+            client.execute_cell(nb.cells[i], i)
+            if cells[i].kind == "check" and evidence_to is not None:
+                target = evidence_to / cells[i].grade_id
+                shutil.rmtree(target, ignore_errors=True)
+                collect(evidence, cells[i].grade_id, target)
+
+        def where(i: int) -> str:
+            return f"{cells[i].kind} cell{' ' + cells[i].grade_id if cells[i].grade_id else ''}"
+
+        try:
+            with client.setup_kernel(cleanup_kc=True):
+                for i in range(start_at):  # replay what ran before the restart
+                    if i not in bad:
+                        try:
+                            run(i)
+                        except (CellTimeoutError, DeadKernelError) as exc:
+                            what = "ran past its time limit" if isinstance(exc, CellTimeoutError) else "killed the kernel"
+                            messages.append(f"while replaying the earlier cells after a restart, the {where(i)} "
+                                            f"{what} this time; later cells were not run.")
+                            raise _OutOfTime from None
+                        nb.cells[i].outputs = []
+                for i in range(start_at, len(cells)):
+                    try:
+                        run(i)
+                        outcomes[i], _ = _outcome_of(nb.cells[i])
+                        size = client.__dict__.get("output_sizes", {}).get(i, 0)
+                        if size > BIG_OUTPUT:
+                            messages.append(f"a {where(i)} printed {size / 1e6:.1f} MB of output (not kept).")
+                    except CellTimeoutError:
+                        if client.timeout < cells[i].timeout:  # the submission's total time ran out, not the cell's
+                            outcomes[i] = Outcome("timeout", f"was stopped when the submission reached its {total:.0f} s "
+                                                              "total limit")
+                            messages.append(f"the submission reached its {total:.0f} s total limit; later cells "
+                                            "were not run.")
+                            start_at = len(cells)
+                            break
+                        outcomes[i] = Outcome("timeout", f"ran past its {client.timeout} s limit "
+                                                          "(an endless loop?) and was stopped")
+                        bad.add(i)
+                        start_at = i + 1
+                        raise _Restart from None
+                    except DeadKernelError:
+                        outcomes[i] = Outcome("died", "the kernel died while running it (os._exit, a crash, "
+                                                       "or out of memory)")
+                        bad.add(i)
+                        start_at = i + 1
+                        raise _Restart from None
+                    nb.cells[i].outputs = []
+                start_at = len(cells)
+        except _Restart:
+            restarts += 1
+            if restarts > MAX_RESTARTS:
+                messages.append(f"stopped after {MAX_RESTARTS} kernel restarts; later cells were not run.")
+                break
+            messages.append("restarted the kernel and replayed the earlier cells.")
+        except _OutOfTime:
+            if not messages or "replaying" not in messages[-1]:
+                messages.append(f"the submission reached its {total:.0f} s total limit; later cells were not run.")
+            break
+        except RuntimeError as exc:  # the kernel would not start
+            messages.append(f"could not start a kernel: {first_line(exc)}")
+            break
+        finally:
+            if km.has_kernel:  # the client leaves a kernel it did not create running
+                run_sync(km.shutdown_kernel)(now=True)
+            box.release(workdir)  # whatever the kernel left running ends here, with its control group
+            shutil.rmtree(spec_dir, ignore_errors=True)
+    return outcomes
+
+
