@@ -68,3 +68,19 @@ print(compare_logits(base, load_base_model(), tok))
     assert run.returncode == 0, run.stderr
     assert "set_adapter" in run.stdout and "r=8 c_attn" in run.stdout
     assert "adapter_model.safetensors" in run.stdout
+
+
+def test_exercise_self_checks_run_from_the_wheel(installed):
+    """A learner who installed the course from a wheel runs the exercises' check cells: the judges come along."""
+    code = """
+from peft import LoraConfig
+from course_utils.grading.checks import CheckFailed, check
+check("ex03_q2", config=LoraConfig(r=8, target_modules=["c_attn"]))
+try:
+    check("ex03_q2", config=LoraConfig(r=4, target_modules=["c_attn"]))
+except CheckFailed as failed:
+    print(failed)
+"""
+    run = _run(installed, ["-c", code])
+    assert run.returncode == 0, run.stderr
+    assert "✓ ex03_q2" in run.stdout and "✗ ex03_q2: the config has rank r=4" in run.stdout, run.stdout
