@@ -335,13 +335,7 @@ class Evidence:
         return entry.get("original") if entry.get("t") == "path" else None
 
     def same(self, a: str, b: str) -> bool:
-        return ("same", a, b) in self._relations or self._same_entry(a, b)
-
-    def _same_entry(self, a: str, b: str) -> bool:
-        ea, eb = self.raw(a), self.raw(b)
-        da = ea.get("dir") if ea.get("t") == "model" else ea.get("as")
-        db = eb.get("dir") if eb.get("t") == "model" else eb.get("as")
-        return da is not None and da == db
+        return ("same", a, b) in self._relations
 
     def inside(self, a: str, b: str) -> bool:
         """Whether answer ``a`` is the model inside the PeftModel ``b`` (not a copy)."""

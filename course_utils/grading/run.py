@@ -214,15 +214,13 @@ class _OutOfTime(Exception):
     pass
 
 
-def _outcome_of(cell) -> tuple[Outcome, int]:
-    size = 0
-    error = None
+def _outcome_of(cell) -> Outcome:
+    """The cell's first error as a one-line outcome, or ok (its size is counted by ``_CappedClient``)."""
     for out in cell.get("outputs", []):
-        size += len(json.dumps(out, ensure_ascii=False))
-        if out.get("output_type") == "error" and error is None:
+        if out.get("output_type") == "error":
             ename, evalue = out.get("ename", "Error"), first_line(out.get("evalue", ""))
-            error = evalue if ename == "CheckFailed" else f"{ename}: {evalue}".rstrip(": ")
-    return (Outcome("error", error) if error is not None else Outcome("ok")), size
+            return Outcome("error", evalue if ename == "CheckFailed" else f"{ename}: {evalue}".rstrip(": "))
+    return Outcome("ok")
 
 
 class _CappedClient(NotebookClient):
@@ -298,7 +296,7 @@ def run_cells(cells: list[Cell], workdir: Path, grading: Grading, messages: list
                 for i in range(start_at, len(cells)):
                     try:
                         run(i)
-                        outcomes[i], _ = _outcome_of(nb.cells[i])
+                        outcomes[i] = _outcome_of(nb.cells[i])
                         size = client.__dict__.get("output_sizes", {}).get(i, 0)
                         if size > BIG_OUTPUT:
                             messages.append(f"a {where(i)} printed {size / 1e6:.1f} MB of output (not kept).")
