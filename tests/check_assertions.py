@@ -19,3 +19,12 @@ def passes(check_id: str, capsys, **kwargs) -> None:
     check(check_id, **kwargs)
     out = capsys.readouterr().out
     assert out.startswith(f"✓ {check_id}: ") and out.count("\n") == 1, out
+
+
+class AlwaysEqual:
+    """A wrong answer that claims to equal anything."""
+
+    def __eq__(self, other):
+        return True
+
+    __hash__ = object.__hash__

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import transformers
 
+from ..learner import LEARNER_ENV, learner_name, learner_seed
 from ..messages import first_line
 from .evidence import Evidence, EvidenceError
 from .questions import QUESTIONS
@@ -63,13 +64,14 @@ def _quiet():
         transformers.logging.set_verbosity(verbosity)
 
 
-def verdict(folder, check_id: str) -> Verdict:
-    """Judge the evidence in ``folder`` for ``check_id``. Never raises: every problem is a ✗ line."""
+def verdict(folder, check_id: str, learner: str | None = None) -> Verdict:
+    """Judge the evidence in ``folder`` for ``check_id`` on the data of ``learner`` (the grader passes the name the
+    submission printed; the self-check, this kernel's ``learner_name()``). Never raises: every problem is a ✗ line."""
     with _quiet():
-        return _verdict(folder, check_id)
+        return _verdict(folder, check_id, learner or learner_name())
 
 
-def _verdict(folder, check_id: str) -> Verdict:
+def _verdict(folder, check_id: str, learner: str) -> Verdict:
     question = QUESTIONS.get(check_id)
     if question is None:
         return _fail(check_id, f"no such check; known ones: {', '.join(sorted(QUESTIONS))}.")
@@ -77,6 +79,10 @@ def _verdict(folder, check_id: str) -> Verdict:
         ev = Evidence(folder)
         if ev.question != check_id:
             return _fail(check_id, "the evidence belongs to another question: no points.")
+        if ev.learner != learner:
+            return _fail(check_id, f"this notebook made its data for learner {ev.learner!r} but is graded as "
+                                   f"{learner!r}: run it from its first cell without changing ${LEARNER_ENV}.")
+        ev.seed = learner_seed(learner)
         for name in question.answers:
             if not ev.has(name):
                 return _fail(check_id, f"pass your answer as {name}=... (the check cell was edited?).")

@@ -15,11 +15,13 @@ code. Used by ``checks.check`` (the self-check), ``grader.py`` (export only) and
 """
 from __future__ import annotations
 
+import atexit
 import enum
 import json
 import math
 import os
 import shutil
+import tempfile
 import types
 from dataclasses import dataclass, fields
 from pathlib import Path, PurePath
@@ -33,6 +35,8 @@ from peft.tuners.lora import LoraLayer
 from safetensors.torch import load_file, save_file
 
 from ..assets import course_model
+from ..learner import learner_name
+from . import EVIDENCE_ENV
 
 MANIFEST = "manifest.json"
 FORMAT = 1
@@ -257,7 +261,7 @@ def write(question: str, folder, answers: dict, probes: dict | None = None, path
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir(parents=True)
     writer = _Writer(staging)
-    manifest = {"format": FORMAT, "question": question,
+    manifest = {"format": FORMAT, "question": question, "learner": learner_name(),
                 "answers": {k: writer.folder_entry(v) if k in paths and _is_path(v) else writer.encode(v)
                             for k, v in answers.items()},
                 "probes": {k: writer.encode(v) for k, v in (probes or {}).items()},
@@ -266,6 +270,27 @@ def write(question: str, folder, answers: dict, probes: dict | None = None, path
     shutil.rmtree(folder, ignore_errors=True)
     staging.rename(folder)
     return folder
+
+
+def evidence_root() -> Path:
+    """Where this kernel's evidence goes: the grader's folder (``$COURSE_EVIDENCE``), else a folder of this
+    process's own under the temporary directory, kept while the kernel lives, so that a judge can compare with
+    what an earlier question or a given cell saved (``Evidence.earlier``)."""
+    target = os.environ.get(EVIDENCE_ENV)
+    if target:
+        return Path(target)
+    root = Path(tempfile.gettempdir()) / f"course-selfcheck-{os.getuid()}-{os.getpid()}"
+    if not root.is_dir():
+        root.mkdir(mode=0o700, parents=True)
+        atexit.register(shutil.rmtree, root, True)
+    return root
+
+
+def record_given(given_id: str, **folders) -> None:
+    """Given cells: save a copy of the folders they just made (``name=path``) as the evidence ``given_id``, so that
+    a judge knows what they held before any answer ran (the grader copies it away as the cell ends)."""
+    write(given_id, evidence_root() / given_id, folders, None, frozenset(folders))
+
 
 
 # ============================================================================ reading (in the trusted checker)
@@ -301,12 +326,27 @@ class Evidence:
         if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("answers"), dict):
             raise EvidenceError("the evidence is not in the course's format")
         self.question = data.get("question")
+        learner = data.get("learner")
+        self.learner = learner if isinstance(learner, str) else None   # whose data the kernel made
+        self.seed = 0   # the seed of the learner being graded: set by the checker (``check.verdict``)
         self._answers = data["answers"]
         self._probes = data.get("probes") if isinstance(data.get("probes"), dict) else {}
         rel = data.get("relations")
         self._relations = {tuple(r) for r in rel if isinstance(r, list) and len(r) == 3 and all(
             isinstance(x, str) for x in r)} if isinstance(rel, list) else set()
         self._models: dict[str, object] = {}
+
+    def earlier(self, check_id: str) -> Evidence | None:
+        """The evidence of ``check_id`` (an earlier question, or a given cell's snapshot) of the same run, taken
+        when that cell ended; None when it was not saved."""
+        sibling = self.folder.parent / check_id
+        try:
+            found = Evidence(sibling) if sibling.is_dir() and not sibling.is_symlink() else None
+        except EvidenceError:
+            return None
+        if found is not None:
+            found.seed = self.seed
+        return found
 
     # ------------------------------------------------------------------------ answers
     def names(self) -> list[str]:

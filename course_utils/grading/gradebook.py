@@ -46,9 +46,10 @@ def write_csv(results, path: str | Path) -> None:
         rows.append((r, {q.get("id"): q.get("points") for q in questions}))
     with open(path, "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
-        w.writerow(["notebook", "exercise", "score", "max_score", *ids, "messages"])
+        w.writerow(["notebook", "exercise", "learner", "score", "max_score", *ids, "messages"])
         for r, pts in rows:
-            w.writerow([_row_value(r, "notebook"), _row_value(r, "exercise") or "", _row_value(r, "score"),
+            w.writerow([_row_value(r, "notebook"), _row_value(r, "exercise") or "", _row_value(r, "learner"),
+                        _row_value(r, "score"),
                         _row_value(r, "max_score"), *[pts.get(i, "") for i in ids],
                         " | ".join(_row_value(r, "messages", []) or [])])
 

@@ -41,6 +41,7 @@ from .run import (
     grade_id_of,
     identify_exercise,
     is_check,
+    learner_of,
     plan_cells,
     points_of,
     prepare,
@@ -73,6 +74,7 @@ class SubmissionResult:
     seconds: float = 0.0
     isolation: str = ""
     shard: str = ""
+    learner: str = ""      # whose data it was graded on (the name its first cell printed)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), ensure_ascii=False)
@@ -104,7 +106,7 @@ def _memory_cap(extra_bytes: int = JUDGE_MEMORY):
         resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
 
 
-def judge(plan: list[Cell], outcomes: list[Outcome], evidence: Path) -> None:
+def judge(plan: list[Cell], outcomes: list[Outcome], evidence: Path, learner: str | None = None) -> None:
     """Replace the outcome of every check cell that ran with the trusted checker's verdict on its evidence (the
     copies in ``evidence``, taken by the grader as each check cell ended)."""
     # torch, transformers and peft load here: only the processes that judge pay for them, not the batch's main one
@@ -123,7 +125,7 @@ def judge(plan: list[Cell], outcomes: list[Outcome], evidence: Path) -> None:
             signal.alarm(JUDGE_TIMEOUT)
         try:
             with _memory_cap():
-                result = verdict(evidence / cell.grade_id, cell.grade_id)
+                result = verdict(evidence / cell.grade_id, cell.grade_id, learner)
             outcomes[i] = Outcome("ok" if result.passed else "error", result.line)
         except _JudgeTimeout:
             outcomes[i] = Outcome("error", f"✗ {cell.grade_id}: judging the evidence took over {JUDGE_TIMEOUT} s: "
@@ -192,8 +194,9 @@ def grade_path(path: Path, grading: Grading) -> SubmissionResult:
             if path.suffix == ".ipynb":
                 shutil.copyfile(path, work / path.name)
             trusted = Path(tmp) / "evidence"   # the grader's copies, outside the sandbox's one folder
-            outcomes = run_cells(plan, work, grading, messages, trusted)
-            judge(plan, outcomes, trusted)
+            learner = learner_of(nb, path)
+            outcomes = run_cells(plan, work, grading, messages, trusted, learner)
+            judge(plan, outcomes, trusted, learner)
         questions = _score(source, plan, outcomes)
     except Exception as exc:  # noqa: BLE001 - a grader bug must not stop the batch either
         result = _failed(path, name, source, f"grader error ({type(exc).__name__}: {first_line(str(exc))})", grading)
@@ -201,7 +204,7 @@ def grade_path(path: Path, grading: Grading) -> SubmissionResult:
         return result
     return SubmissionResult(str(path), name, sum(q.points for q in questions), sum(q.max_points for q in questions),
                             questions, messages, round(time.perf_counter() - start, 1), grading.sandbox.level,
-                            grading.shard)
+                            grading.shard, learner)
 
 
 def expand(paths: list[str]) -> tuple[list[Path], list[str]]:
@@ -253,6 +256,17 @@ def grade_all(notebooks: list[Path], grading: Grading, jobs: int = 1):
                                               f"{first_line(str(exc))})", grading)
 
 
+def shared_learners(results) -> list[str]:
+    """One warning per learner name that several submissions of one exercise were graded on: they share data,
+    so numbers copied between them would pass (a renamed copy, or an edited first-cell output)."""
+    seen: dict[tuple, list[str]] = {}
+    for r in results:
+        if r.learner and r.exercise:
+            seen.setdefault((r.exercise, r.learner), []).append(Path(r.notebook).name)
+    return [f"{len(names)} submissions of {exercise} were made for learner {learner!r} (same data): "
+            f"{', '.join(names)}" for (exercise, learner), names in seen.items() if len(names) > 1]
+
+
 def run_grade(paths: list[str], as_json: bool = False, csv_path: str | None = None, solutions: str | None = None,
               cell_timeout: float = CELL_TIMEOUT, total_timeout: float = TOTAL_TIMEOUT,
               locked_timeout: float = LOCKED_TIMEOUT, jobs: int | None = None, shard: str | None = None,
@@ -290,6 +304,8 @@ def run_grade(paths: list[str], as_json: bool = False, csv_path: str | None = No
         print(r.to_json() if as_json else _human(r), flush=True)
         _progress(i + 1, len(notebooks), notebooks[i].name)
     _progress(len(notebooks), len(notebooks), "done")
+    for line in shared_learners(results):
+        print(f"grade: {line}", file=sys.stderr)
     if csv_path:
         try:
             write_csv(results, csv_path)

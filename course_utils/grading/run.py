@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -24,6 +25,7 @@ from jupyter_core.utils import run_sync
 from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
+from ..learner import LEARNER_ENV, learner_in_outputs
 from ..maintenance.notebook_env import ENV
 from ..maintenance.repo import SOLUTIONS
 from ..messages import first_line, one_line
@@ -38,7 +40,7 @@ MAX_RESTARTS = 3       # kernel restarts (after a timeout or a crash) per submis
 BIG_OUTPUT = 1_000_000  # bytes of output from one cell worth a message (and the most kept of it)
 EVIDENCE = ".evidence"  # the folder, inside the submission's work folder, that check cells write to
 _CHECK_IMPORT = "from course_utils.grading.checks import check  # restored by the grader\n"
-_EVIDENCE_LINE = "import os as _os; _os.environ[{env!r}] = {folder!r}; del _os  # set by the grader\n"
+_GRADER_LINE = "import os as _os; _os.environ.update({env!r}); del _os  # set by the grader\n"
 
 
 @dataclass
@@ -235,18 +237,38 @@ class _CappedClient(NotebookClient):
         return super().output(outs, msg, display_id, cell_index)
 
 
-def _cell_source(cell: Cell, evidence: Path) -> str:
-    if cell.kind != "check":
+def _cell_source(cell: Cell, evidence: Path, learner: str) -> str:
+    """A locked cell runs with the grader's evidence folder and learner name set (what learner code before it
+    set is replaced); an answer or extra cell runs as written."""
+    if cell.kind not in ("check", "given"):
         return cell.source
-    return _EVIDENCE_LINE.format(env=EVIDENCE_ENV, folder=str(evidence)) + cell.source
+    return _GRADER_LINE.format(env={EVIDENCE_ENV: str(evidence), LEARNER_ENV: learner}) + cell.source
+
+
+def learner_of(nb, path: Path) -> str:
+    """Whose data a submission holds: the name its first cell printed; else, in nbgrader's layout
+    (``submitted/STUDENT/ASSIGNMENT/x.ipynb``), the student; else the file's name."""
+    texts = []
+    for cell in cells_of(nb)[:8]:
+        outputs = cell.get("outputs") if isinstance(cell.get("outputs"), list) else []
+        texts += [_text(o.get("text")) for o in outputs if isinstance(o, dict)]
+    found = learner_in_outputs(texts)
+    if found:
+        return found
+    parts = path.parts
+    candidate = parts[-3] if len(parts) >= 4 and parts[-4] in ("submitted", "autograded") else path.stem
+    cleaned = re.sub(r"[^A-Za-z0-9._@+-]", "_", candidate)[:64].lstrip("._@+-")
+    return cleaned or "learner"
 
 
 def run_cells(cells: list[Cell], workdir: Path, grading: Grading, messages: list[str] | None = None,
-              evidence_to: Path | None = None) -> list[Outcome]:
-    """Run ``cells`` in a fresh sandboxed kernel in ``workdir``; a hung or fatal cell is skipped after a restart.
+              evidence_to: Path | None = None, learner: str = "learner") -> list[Outcome]:
+    """Run ``cells`` in a fresh sandboxed kernel in ``workdir`` on ``learner``'s data; a hung or fatal cell is
+    skipped after a restart.
 
     Right after each check cell, its question's evidence is copied into ``evidence_to`` (a folder of the grader's,
-    out of the kernel's reach): what later cells do cannot change it."""
+    out of the kernel's reach): what later cells do cannot change it. So is a given cell's snapshot of the
+    folders it made (``evidence.record_given``), taken before any answer can change them."""
     messages = messages if messages is not None else []
     os.environ.update(ENV)
     evidence = workdir / EVIDENCE
@@ -256,7 +278,7 @@ def run_cells(cells: list[Cell], workdir: Path, grading: Grading, messages: list
     bad: set[int] = set()
     start_at, restarts = 0, 0
     while start_at < len(cells):
-        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(_cell_source(c, evidence)) for c in cells])
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(_cell_source(c, evidence, learner)) for c in cells])
         spec_dir = tempfile.mkdtemp(prefix="grade-kernel-")
         box = grading.sandbox.for_this_process()
         km = box.kernel_manager(workdir, Path(spec_dir))
@@ -273,7 +295,7 @@ def run_cells(cells: list[Cell], workdir: Path, grading: Grading, messages: list
         def run(i: int, client=client, nb=nb) -> None:
             limit(i)
             client.execute_cell(nb.cells[i], i)
-            if cells[i].kind == "check" and evidence_to is not None:
+            if cells[i].kind in ("check", "given") and cells[i].grade_id and evidence_to is not None:
                 target = evidence_to / cells[i].grade_id
                 shutil.rmtree(target, ignore_errors=True)
                 collect(evidence, cells[i].grade_id, target)
