@@ -45,11 +45,12 @@ class Question:
     judge: Callable[[Evidence], str]
     context: tuple[str, ...] = ()
     probe: Callable[[dict], dict] | None = field(default=None)
+    folders: tuple[str, ...] = ()   # more names (besides PATH_ANSWERS) whose values are folders to copy
 
     @property
     def paths(self) -> frozenset[str]:
         """The names whose values are folders (a str there is a path)."""
-        return frozenset(n for n in (*self.answers, *self.context) if n in PATH_ANSWERS)
+        return frozenset(n for n in (*self.answers, *self.context) if n in PATH_ANSWERS or n in self.folders)
 
 
 def require(condition, message: str) -> None:
