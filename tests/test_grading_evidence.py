@@ -105,3 +105,35 @@ def test_no_evidence_at_all(tmp_path):
     assert not result.passed and "no evidence was saved" in result.line
     with pytest.raises(EvidenceError):
         Evidence(tmp_path / "nothing")
+
+
+def test_evidence_says_whose_data_it_holds_and_another_learners_grading_refuses_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("COURSE_LEARNER", "alice")
+    evidence.write("ex01_q4", tmp_path / "ex01_q4", {"n_tensors": 3, "folder": str(tmp_path)}, None,
+                   frozenset({"folder"}))
+    assert Evidence(tmp_path / "ex01_q4").learner == "alice"
+    result = verdict(tmp_path / "ex01_q4", "ex01_q4", learner="bob")
+    assert not result.passed and "learner 'alice' but is graded as 'bob'" in result.line
+
+
+def test_a_given_cells_snapshot_and_earlier_evidence_are_read_back_as_they_were(tmp_path, monkeypatch):
+    monkeypatch.setenv(evidence.EVIDENCE_ENV, str(tmp_path / "evidence"))
+    made = tmp_path / "made"
+    made.mkdir()
+    (made / "adapter_config.json").write_text("{}")
+    evidence.record_given("ex09_given", folder=str(made))
+    evidence.write("ex09_q1", tmp_path / "evidence" / "ex09_q1", {"x": 1})
+    (made / "adapter_config.json").write_text('{"changed": true}')   # an answer changes the folder later
+    later = Evidence(tmp_path / "evidence" / "ex09_q1")
+    later.seed = 5
+    snap = later.earlier("ex09_given")
+    assert snap.seed == 5 and (snap.value("folder") / "adapter_config.json").read_text() == "{}"
+    assert later.earlier("ex09_q7") is None
+    (tmp_path / "evidence" / "linked").symlink_to(tmp_path / "evidence" / "ex09_given")
+    assert later.earlier("linked") is None
+
+
+def test_the_self_check_keeps_its_evidence_for_later_questions_in_a_folder_of_its_own(monkeypatch):
+    monkeypatch.delenv(evidence.EVIDENCE_ENV, raising=False)
+    root = evidence.evidence_root()
+    assert root == evidence.evidence_root() and root.is_dir() and str(root.stat().st_mode & 0o777) == str(0o700)

@@ -115,7 +115,7 @@ class _Writer:
             where = self._new("files/p")
             target = self.folder / where / (path.name or "root")
             entry["snapshot"] = f"{where}/{path.name or 'root'}"
-            entry["copied"] = _copy(path, target)
+            entry["copied"] = _copy(path, target, (self.folder, evidence_root(create=False)))
         return entry
 
     def _model(self, model) -> dict:
@@ -158,8 +158,10 @@ def _jsonable(value):
     return str(value)
 
 
-def _copy(source: Path, target: Path) -> bool:
-    """Copy a file or folder (no links followed, at most MAX_COPY_BYTES); False when it was too large."""
+def _copy(source: Path, target: Path, leave_out=()) -> bool:
+    """Copy a file or folder (no links followed, at most MAX_COPY_BYTES); False when it was too large.
+    ``leave_out``: folders never copied (the evidence being written, when the answer is a folder around it)."""
+    skip = {os.path.realpath(p) for p in leave_out if p is not None}
     target.parent.mkdir(parents=True, exist_ok=True)
     if source.is_file():
         if source.stat().st_size > MAX_COPY_BYTES:
@@ -170,7 +172,8 @@ def _copy(source: Path, target: Path) -> bool:
     for root, dirs, files in os.walk(source, followlinks=False):
         rel = Path(root).relative_to(source)
         (target / rel).mkdir(parents=True, exist_ok=True)
-        dirs[:] = [d for d in dirs if not (Path(root) / d).is_symlink()]
+        dirs[:] = [d for d in dirs if not (Path(root) / d).is_symlink()
+                   and os.path.realpath(Path(root) / d) not in skip]
         for f in files:
             src = Path(root) / f
             if src.is_symlink() or not src.is_file():
@@ -272,7 +275,7 @@ def write(question: str, folder, answers: dict, probes: dict | None = None, path
     return folder
 
 
-def evidence_root() -> Path:
+def evidence_root(create: bool = True) -> Path:
     """Where this kernel's evidence goes: the grader's folder (``$COURSE_EVIDENCE``), else a folder of this
     process's own under the temporary directory, kept while the kernel lives, so that a judge can compare with
     what an earlier question or a given cell saved (``Evidence.earlier``)."""
@@ -280,6 +283,8 @@ def evidence_root() -> Path:
     if target:
         return Path(target)
     root = Path(tempfile.gettempdir()) / f"course-selfcheck-{os.getuid()}-{os.getpid()}"
+    if not create:
+        return root
     if not root.is_dir():
         root.mkdir(mode=0o700, parents=True)
         atexit.register(shutil.rmtree, root, True)
