@@ -83,3 +83,25 @@ def test_object_that_breaks_a_check_gives_one_line():
 
 
 # ---------------------------------------------------------------------------------------- exercise 1
+
+
+def test_a_check_leaves_logging_and_warning_filters_as_it_found_them():
+    import logging
+    import warnings
+
+    import transformers
+
+    loggers = [logging.getLogger(n) for n in ("transformers", "peft", "accelerate", "torch")]
+    original = (transformers.logging.get_verbosity(), loggers[1].level)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.filterwarnings("error", message="a learner's own filter")
+        transformers.logging.set_verbosity_info()
+        loggers[1].setLevel(logging.DEBUG)
+        before = (list(warnings.filters), transformers.logging.get_verbosity(), [lg.level for lg in loggers])
+        with pytest.raises(CheckFailed):
+            check("ex01_q4", n_tensors=-1, folder="missing-folder")
+        check_result = (list(warnings.filters), transformers.logging.get_verbosity(), [lg.level for lg in loggers])
+        transformers.logging.set_verbosity(original[0])
+        loggers[1].setLevel(original[1])
+    assert check_result == before

@@ -269,98 +269,121 @@ def run_cells(cells: list[Cell], workdir: Path, grading: Grading, messages: list
     Right after each check cell, its question's evidence is copied into ``evidence_to`` (a folder of the grader's,
     out of the kernel's reach): what later cells do cannot change it. So is a given cell's snapshot of the
     folders it made (``evidence.record_given``), taken before any answer can change them."""
-    messages = messages if messages is not None else []
     os.environ.update(ENV)
-    evidence = workdir / EVIDENCE
-    total = grading.total_timeout
-    deadline = time.monotonic() + total
-    outcomes = [Outcome("not run", "was not run (see the notes)") for _ in cells]
-    bad: set[int] = set()
-    start_at, restarts = 0, 0
-    while start_at < len(cells):
-        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(_cell_source(c, evidence, learner)) for c in cells])
+    return _Run(cells, workdir, grading, messages if messages is not None else [], evidence_to, learner).all()
+
+
+class _Run:
+    """One submission's run: kernels started in turn, each replaying the cells before a restart."""
+
+    def __init__(self, cells, workdir, grading, messages, evidence_to, learner):
+        self.cells, self.workdir, self.grading, self.messages = cells, workdir, grading, messages
+        self.evidence_to, self.learner = evidence_to, learner
+        self.evidence = workdir / EVIDENCE
+        self.deadline = time.monotonic() + grading.total_timeout
+        self.outcomes = [Outcome("not run", "was not run (see the notes)") for _ in cells]
+        self.bad: set[int] = set()
+        self.start_at = 0
+
+    def all(self) -> list[Outcome]:
+        restarts = 0
+        while self.start_at < len(self.cells):
+            try:
+                self._one_kernel()
+            except _Restart:
+                restarts += 1
+                if restarts > MAX_RESTARTS:
+                    self.messages.append(f"stopped after {MAX_RESTARTS} kernel restarts; later cells were not run.")
+                    break
+                self.messages.append("restarted the kernel and replayed the earlier cells.")
+            except _OutOfTime:
+                if not self.messages or "replaying" not in self.messages[-1]:
+                    self.messages.append(f"the submission reached its {self.grading.total_timeout:.0f} s total limit; "
+                                         "later cells were not run.")
+                break
+            except RuntimeError as exc:  # the kernel would not start
+                self.messages.append(f"could not start a kernel: {first_line(exc)}")
+                break
+        return self.outcomes
+
+    def _one_kernel(self) -> None:
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(_cell_source(c, self.evidence, self.learner))
+                                             for c in self.cells])
         spec_dir = tempfile.mkdtemp(prefix="grade-kernel-")
-        box = grading.sandbox.for_this_process()
-        km = box.kernel_manager(workdir, Path(spec_dir))
-        client = _CappedClient(nb, km=km, allow_errors=True, record_timing=False,
-                               shutdown_kernel="immediate", startup_timeout=120,
-                               resources={"metadata": {"path": str(workdir)}})
-
-        def limit(i: int, client=client) -> None:
-            remaining = deadline - time.monotonic()
-            if remaining <= 1:
-                raise _OutOfTime
-            client.timeout = max(1, int(min(cells[i].timeout, remaining)))
-
-        def run(i: int, client=client, nb=nb) -> None:
-            limit(i)
-            client.execute_cell(nb.cells[i], i)
-            if cells[i].kind in ("check", "given") and cells[i].grade_id and evidence_to is not None:
-                target = evidence_to / cells[i].grade_id
-                shutil.rmtree(target, ignore_errors=True)
-                collect(evidence, cells[i].grade_id, target)
-
-        def where(i: int) -> str:
-            return f"{cells[i].kind} cell{' ' + cells[i].grade_id if cells[i].grade_id else ''}"
-
+        box = self.grading.sandbox.for_this_process()
+        km = box.kernel_manager(self.workdir, Path(spec_dir))
+        client = _CappedClient(nb, km=km, allow_errors=True, record_timing=False, shutdown_kernel="immediate",
+                               startup_timeout=120, resources={"metadata": {"path": str(self.workdir)}})
         try:
             with client.setup_kernel(cleanup_kc=True):
-                for i in range(start_at):  # replay what ran before the restart
-                    if i not in bad:
-                        try:
-                            run(i)
-                        except (CellTimeoutError, DeadKernelError) as exc:
-                            what = "ran past its time limit" if isinstance(exc, CellTimeoutError) else "killed the kernel"
-                            messages.append(f"while replaying the earlier cells after a restart, the {where(i)} "
-                                            f"{what} this time; later cells were not run.")
-                            raise _OutOfTime from None
-                        nb.cells[i].outputs = []
-                for i in range(start_at, len(cells)):
-                    try:
-                        run(i)
-                        outcomes[i] = _outcome_of(nb.cells[i])
-                        size = client.__dict__.get("output_sizes", {}).get(i, 0)
-                        if size > BIG_OUTPUT:
-                            messages.append(f"a {where(i)} printed {size / 1e6:.1f} MB of output (not kept).")
-                    except CellTimeoutError:
-                        if client.timeout < cells[i].timeout:  # the submission's total time ran out, not the cell's
-                            outcomes[i] = Outcome("timeout", f"was stopped when the submission reached its {total:.0f} s "
-                                                              "total limit")
-                            messages.append(f"the submission reached its {total:.0f} s total limit; later cells "
-                                            "were not run.")
-                            start_at = len(cells)
-                            break
-                        outcomes[i] = Outcome("timeout", f"ran past its {client.timeout} s limit "
-                                                          "(an endless loop?) and was stopped")
-                        bad.add(i)
-                        start_at = i + 1
-                        raise _Restart from None
-                    except DeadKernelError:
-                        outcomes[i] = Outcome("died", "the kernel died while running it (os._exit, a crash, "
-                                                       "or out of memory)")
-                        bad.add(i)
-                        start_at = i + 1
-                        raise _Restart from None
-                    nb.cells[i].outputs = []
-                start_at = len(cells)
-        except _Restart:
-            restarts += 1
-            if restarts > MAX_RESTARTS:
-                messages.append(f"stopped after {MAX_RESTARTS} kernel restarts; later cells were not run.")
-                break
-            messages.append("restarted the kernel and replayed the earlier cells.")
-        except _OutOfTime:
-            if not messages or "replaying" not in messages[-1]:
-                messages.append(f"the submission reached its {total:.0f} s total limit; later cells were not run.")
-            break
-        except RuntimeError as exc:  # the kernel would not start
-            messages.append(f"could not start a kernel: {first_line(exc)}")
-            break
+                self._replay(client, nb)
+                self._go_on(client, nb)
         finally:
             if km.has_kernel:  # the client leaves a kernel it did not create running
                 run_sync(km.shutdown_kernel)(now=True)
-            box.release(workdir)  # whatever the kernel left running ends here, with its control group
+            box.release(self.workdir)  # whatever the kernel left running ends here, with its control group
             shutil.rmtree(spec_dir, ignore_errors=True)
-    return outcomes
 
+    def _run(self, client, nb, i: int) -> None:
+        remaining = self.deadline - time.monotonic()
+        if remaining <= 1:
+            raise _OutOfTime
+        client.timeout = max(1, int(min(self.cells[i].timeout, remaining)))
+        client.execute_cell(nb.cells[i], i)
+        cell = self.cells[i]
+        if cell.kind in ("check", "given") and cell.grade_id and self.evidence_to is not None:
+            target = self.evidence_to / cell.grade_id
+            shutil.rmtree(target, ignore_errors=True)
+            collect(self.evidence, cell.grade_id, target)
 
+    def _where(self, i: int) -> str:
+        return f"{self.cells[i].kind} cell{' ' + self.cells[i].grade_id if self.cells[i].grade_id else ''}"
+
+    def _replay(self, client, nb) -> None:
+        """Run again what ran before a restart (its outcomes stand)."""
+        for i in range(self.start_at):
+            if i in self.bad:
+                continue
+            try:
+                self._run(client, nb, i)
+            except (CellTimeoutError, DeadKernelError) as exc:
+                what = "ran past its time limit" if isinstance(exc, CellTimeoutError) else "killed the kernel"
+                self.messages.append(f"while replaying the earlier cells after a restart, the {self._where(i)} "
+                                     f"{what} this time; later cells were not run.")
+                raise _OutOfTime from None
+            nb.cells[i].outputs = []
+
+    def _go_on(self, client, nb) -> None:
+        for i in range(self.start_at, len(self.cells)):
+            try:
+                self._run(client, nb, i)
+            except CellTimeoutError:
+                self._timed_out(client, i)
+                return
+            except DeadKernelError:
+                self.outcomes[i] = Outcome("died", "the kernel died while running it (os._exit, a crash, or out of "
+                                                   "memory)")
+                self._restart_after(i)
+            self.outcomes[i] = _outcome_of(nb.cells[i])
+            size = client.__dict__.get("output_sizes", {}).get(i, 0)
+            if size > BIG_OUTPUT:
+                self.messages.append(f"a {self._where(i)} printed {size / 1e6:.1f} MB of output (not kept).")
+            nb.cells[i].outputs = []
+        self.start_at = len(self.cells)
+
+    def _timed_out(self, client, i: int) -> None:
+        total = self.grading.total_timeout
+        if client.timeout < self.cells[i].timeout:  # the submission's total time ran out, not the cell's
+            self.outcomes[i] = Outcome("timeout", f"was stopped when the submission reached its {total:.0f} s "
+                                                  "total limit")
+            self.messages.append(f"the submission reached its {total:.0f} s total limit; later cells were not run.")
+            self.start_at = len(self.cells)
+            return
+        self.outcomes[i] = Outcome("timeout", f"ran past its {client.timeout} s limit (an endless loop?) and was "
+                                              "stopped")
+        self._restart_after(i)
+
+    def _restart_after(self, i: int):
+        self.bad.add(i)
+        self.start_at = i + 1
+        raise _Restart
