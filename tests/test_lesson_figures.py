@@ -9,6 +9,8 @@ written with ``d`` decimals (or none) also matches an output number that rounds 
 What counts as a figure in the prose:
 
 * a number with thousands separators (``1,234``) or decimals (``0.4504``),
+* a number in scientific notation (``4.9e-01``), which matches an output number that rounds to it at the
+  mantissa's decimals (``4.87e-01`` or ``0.4868`` for ``4.9e-01``),
 * a percentage (``12%``, ``3.5 %``) or a ratio (``37x``, ``20-50x``, ``37×``): any digit count,
 * any other number of two or more digits (``768``).
 
@@ -20,7 +22,8 @@ What does not (these are names, references and code, not results):
   numbered headings ``## 6.``;
 * the time a lesson takes: "N min" / "N minutes" / "N hours";
 * versions: a decimal within 30 characters after a library name, "version", "release" or "since"
-  ("transformers 5.0 to 5.5", "torch's default since 2.6"), and any dotted number with two dots (0.21.2);
+  ("transformers 5.0 to 5.5", "torch's default since 2.6", "bitsandbytes 0.48"), and any dotted number with two
+  dots (0.21.2);
 * years: a bare four-digit number from 1990 to 2035.
 """
 from __future__ import annotations
@@ -42,12 +45,14 @@ CODE_SPAN = re.compile(r"(`+)(?:(?!\1).)+?\1", re.S)
 HEADING_NUMBER = re.compile(r"^(#+\s*)\d+(\.\d+)*\.?", re.M)
 REFERENCE = re.compile(r"\b(?:lessons?|sections?|§)\s*\d+(?:(?:\s*(?:,|and|or|to|-|–)\s*)\d+)*", re.I)
 DURATION = re.compile(r"\b\d+(?:\.\d+)?\s*(?:min|mins|minutes|hours?|h)\b", re.I)
-VERSION_WORDS = re.compile(r"(?:transformers|torch|peft|accelerate|safetensors|python|numpy|jupyter\w*|ipywidgets|"
-                           r"nbval|version|release|since)", re.I)
+VERSION_WORDS = re.compile(r"(?:transformers|torch|peft|accelerate|safetensors|tokenizers|bitsandbytes|python|numpy|"
+                           r"jupyter\w*|ipywidgets|nbval|version|release|since)", re.I)
 DOTTED = re.compile(r"\b\d+\.\d+\.\d+\b")
 # A number, with optional thousands separators and decimals; then an optional ratio or percent sign.
 NUMBER = re.compile(r"(?<![\w.])(\d{1,3}(?:,\d{3})+|\d+)(\.\d+)?(?:\s?(%)|(x|×)(?![\w]))?(?![\w])")
 OUT_NUMBER = re.compile(r"(?<![\d.])\d+(?:\.\d+)?(?![\d])")
+# Scientific notation, in prose and in outputs: 4.9e-01, 1e-4, 2.30E+02.
+SCIENTIFIC = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?)[eE]([-+]?\d+)(?![\w.])")
 
 
 @dataclass(frozen=True)
@@ -70,7 +75,8 @@ def prose_figures(markdown: str, cell: int = 0) -> list[Figure]:
     text = REFERENCE.sub(_blank, text)
     text = DURATION.sub(_blank, text)
     text = DOTTED.sub(_blank, text)
-    found = []
+    found = [Figure(m.group(0), m.group(0), cell) for m in SCIENTIFIC.finditer(text)]
+    text = SCIENTIFIC.sub(_blank, text)
     for m in NUMBER.finditer(text):
         start = m.start()
         if start >= 2 and text[start - 1] in "-‑" and text[start - 2].isalpha():
@@ -119,8 +125,21 @@ def _rounds_to(output_number: str, figure: str) -> bool:
     return Decimal(output_number).quantize(quantum, rounding=ROUND_HALF_UP) == Decimal(figure)
 
 
+def _sci_rounds_to(output_number: Decimal, figure: str) -> bool:
+    """``output_number`` written with the figure's exponent rounds to the figure's mantissa (4.87e-01 -> 4.9e-01)."""
+    mantissa, exponent = re.split(r"[eE]", figure)
+    scaled = output_number.scaleb(-int(exponent))
+    if scaled.is_zero() or not -Decimal(10) ** 6 < scaled < Decimal(10) ** 6:
+        return Decimal(mantissa).is_zero() and scaled.is_zero()
+    return _rounds_to(str(scaled), mantissa)
+
+
 def printed(figure: Figure, outputs: str) -> bool:
     """True when some number in ``outputs`` is the figure, or rounds to it at the figure's precision."""
+    if SCIENTIFIC.fullmatch(figure.value):
+        numbers = [Decimal(m.group(0)) for m in SCIENTIFIC.finditer(outputs)]
+        numbers += [Decimal(n) for n in OUT_NUMBER.findall(SCIENTIFIC.sub(" ", outputs))]
+        return any(_sci_rounds_to(n, figure.value) for n in numbers)
     return any(n == figure.value or _rounds_to(n, figure.value) for n in OUT_NUMBER.findall(outputs))
 
 
@@ -169,6 +188,7 @@ def test_names_references_times_versions_years_and_code_are_not_figures(text):
 
 @pytest.mark.parametrize("text, values", [
     ("an adapter is 20-50x smaller", ["20", "50"]),
+    ("off by 4.9e-01, then 1e-4 and 2.30E+02", ["4.9e-01", "1e-4", "2.30E+02"]),
     ("2-5x faster", ["2", "5"]),
     ("8 bytes, then 768 rows", ["768"]),
     ("a 3% drop and a 2x speed-up", ["3", "2"]),
@@ -177,7 +197,28 @@ def test_figures_found(text, values):
     assert sorted(f.value for f in prose_figures(text)) == sorted(values)
 
 
+@pytest.mark.parametrize("prose, output, missing", [
+    ("unmerged 4.9e-01, merged 2.3e-01", "unmerged: 4.87e-01\nmerged: 2.30e-01", []),
+    ("unmerged 4.9e-01", "unmerged: 0.4868", []),
+    ("merge rounding 1.0e-01", "1.0e-01", []),
+    ("merge rounding 1.0e-01", "9.49e-02", ["1.0e-01"]),
+    ("off by 4.9e-01", "off by 4.87e+00 and 0.05", ["4.9e-01"]),
+])
+def test_scientific_figures_must_be_printed(prose, output, missing):
+    assert [f.text for f in unprinted_figures(_nb(prose, output))] == missing
+
+
 # ----- the lessons ------------------------------------------------------------------------------------------
+def test_every_lesson_is_checked_including_06_and_07():
+    names = {p.name[:3] for p in NOTEBOOKS}
+    assert {f"{i:02d}_" for i in range(1, 8)} <= names
+    for path in NOTEBOOKS:
+        if path.name[:2] in ("06", "07"):  # these quote figures: an empty list would mean the extractor went blind
+            nb = json.loads(path.read_text())
+            assert any(prose_figures(_joined(c.get("source", ""))) for c in nb["cells"] if c.get("cell_type") == "markdown")
+
+
+
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_lesson_prose_quotes_only_printed_figures(path):
     missing = unprinted_figures(json.loads(path.read_text()))
