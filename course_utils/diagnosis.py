@@ -18,6 +18,7 @@ It never writes to the folder and never raises: every finding, even an unexpecte
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import diagnosis_report as read
@@ -32,12 +33,34 @@ from .diagnosis_files import (
     read_config,
     read_weights_header,
 )
-from .diagnosis_report import Diagnosis
+from .diagnosis_report import Reading, finding
 from .messages import one_line
 
-__all__ = ["INTERNAL_ERROR", "Diagnosis", "diagnose"]
-
 INTERNAL_ERROR = "diagnose hit an unexpected error"
+
+
+@dataclass
+class Diagnosis:
+    """The result of ``diagnose``: ``ok``, the ``problems`` (one line each: what, the evidence, where to read)
+    and a ``summary`` when there is none."""
+
+    path: str
+    problems: list[str] = field(default_factory=list)
+    summary: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def add(self, text: str, reading: Reading) -> None:
+        """Add a finding: the problem and its evidence (``text``), then where to read (``reading``)."""
+        self.problems.append(finding(text, reading))
+
+    def __str__(self) -> str:
+        if self.ok:
+            return self.summary
+        head = f"{self.path}: {len(self.problems)} problem{'s' if len(self.problems) > 1 else ''} found"
+        return "\n".join([head] + [f"  - {p}" for p in self.problems])
 
 
 def _listing(folder: Path) -> list[os.DirEntry]:

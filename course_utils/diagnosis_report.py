@@ -1,14 +1,14 @@
-"""What ``diagnose`` returns: a ``Diagnosis`` (its findings, one line each, or a summary) and where each finding
-says to read.
+"""How ``diagnose`` words a finding, and where each finding says to read (``Reading``).
 
 A finding names the problem and the evidence ``diagnose`` found (which file, which names or shapes disagree),
 then where to read: a section of a lesson and a page of the peft or transformers documentation. It never gives
 the code of the fix: the lesson section shows it, and the learner writes it (hints point, they do not answer).
-Defined in lesson 3 (``diagnose``); the checks are in ``diagnosis_files`` and ``diagnosis_base``.
+Defined in lesson 3 (``diagnose``); the checks are in ``diagnosis``, ``diagnosis_files`` and ``diagnosis_base``,
+and ``tests/test_diagnosis.py`` checks that each reading names a real heading of its lesson.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 PEFT_DOCS = "https://huggingface.co/docs/peft/"
 TRANSFORMERS_DOCS = "https://huggingface.co/docs/transformers/"
@@ -69,26 +69,3 @@ ZERO3 = Reading(7, 6, "Empty adapters and quantized bases", DEEPSPEED_DOCS, "The
 def finding(text: str, read: Reading) -> str:
     """One line: the problem and its evidence (``text``), then where to read."""
     return " ".join(f"{str(text).rstrip().rstrip('.')}; {read}.".split())
-
-
-@dataclass
-class Diagnosis:
-    """The result of ``diagnose``: ``ok``, the ``problems`` (one line each: what, the evidence, where to read)
-    and a ``summary`` when there is none."""
-
-    path: str
-    problems: list[str] = field(default_factory=list)
-    summary: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-    def add(self, text: str, read: Reading) -> None:
-        self.problems.append(finding(text, read))
-
-    def __str__(self) -> str:
-        if self.ok:
-            return self.summary
-        head = f"{self.path}: {len(self.problems)} problem{'s' if len(self.problems) > 1 else ''} found"
-        return "\n".join([head] + [f"  - {p}" for p in self.problems])
