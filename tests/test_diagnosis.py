@@ -18,7 +18,7 @@ from peft import (
     LoraConfig,  # the real class; diagnose reads its fields from peft's source without importing it
 )
 
-from course_utils import assets, diagnosis_report
+from course_utils import assets, diagnosis_files, diagnosis_report
 from course_utils import diagnosis as diagnose_module
 from course_utils.diagnosis import INTERNAL_ERROR, diagnose
 from course_utils.shipped import shipped_adapter
@@ -214,6 +214,54 @@ def test_lowercase_peft_type_names_the_known_type(adapter):
 def test_bad_rank_value(adapter):
     edit_config(adapter, r=0)
     check(adapter, '"r": 0', "positive whole number")
+
+
+def _raw_safetensors(folder: Path, entries: dict, data: bytes):
+    header = json.dumps(entries).encode()
+    (folder / "adapter_model.safetensors").write_bytes(struct.pack("<Q", len(header)) + header + data)
+
+
+LORA_A = "base_model.model.transformer.h.0.attn.c_attn.lora_A.weight"
+
+
+@pytest.mark.parametrize("fault, needle", [
+    ("empty config", "adapter_config.json is empty"),
+    ("config not UTF-8", "not UTF-8 text"),
+    ("config nested too deeply", "nested too deeply"),
+    ("config too large", "far too large"),
+    ("target_modules a number", "neither a list of module names"),
+    ("lora_alpha a string", "which is not a number"),
+    ("unknown dtype", "unknown dtype 'X9'"),
+    ("byte range of another size", "should take 8 bytes but its range holds 4"),
+    ("3-D LoRA tensor", "not 2-D matrices"),
+    ("a layer norm among the LoRA tensors", "not LoRA weights"),
+])
+def test_every_other_finding_points_without_answering(adapter, monkeypatch, fault, needle):
+    """The faults the tests above do not make: each one is found, names where to read, and gives no code."""
+    import torch
+
+    config = adapter / "adapter_config.json"
+    if fault == "empty config":
+        config.write_text("  ")
+    elif fault == "config not UTF-8":
+        config.write_bytes(b"\xff\xfe{}")
+    elif fault == "config nested too deeply":
+        config.write_text("[" * 100_000)
+    elif fault == "config too large":
+        monkeypatch.setattr(diagnosis_files, "MAX_CONFIG_BYTES", 10)
+    elif fault == "target_modules a number":
+        edit_config(adapter, target_modules=5)
+    elif fault == "lora_alpha a string":
+        edit_config(adapter, lora_alpha="x")
+    elif fault == "unknown dtype":
+        _raw_safetensors(adapter, {LORA_A: {"dtype": "X9", "shape": [1], "data_offsets": [0, 4]}}, bytes(4))
+    elif fault == "byte range of another size":
+        _raw_safetensors(adapter, {LORA_A: {"dtype": "F32", "shape": [2], "data_offsets": [0, 4]}}, bytes(4))
+    elif fault == "3-D LoRA tensor":
+        save_tensors(adapter, {**shipped_tensors(SHIPPED), LORA_A: torch.zeros(16, 128, 1)})
+    else:
+        save_tensors(adapter, {**shipped_tensors(SHIPPED), "base_model.model.transformer.h.0.ln_1.weight": torch.zeros(128)})
+    check(adapter, needle)
 
 
 def test_weights_missing(adapter):
