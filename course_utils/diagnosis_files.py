@@ -106,8 +106,11 @@ def read_config(path: Path, d) -> dict | None:
         d.add(f"adapter_config.json cannot be read ({one_line(exc)}): your permissions on the file stop it",
               read.DIAGNOSE)
         return None
+    if not raw.strip():
+        d.add("adapter_config.json is empty: the save was interrupted", read.CONFIG_FILE)
+        return None
     try:
-        config = json.loads(raw.decode("utf-8")) if raw.strip() else None
+        config = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:
         d.add("adapter_config.json is not UTF-8 text: the file is corrupted", read.CONFIG_FILE)
         return None
@@ -119,9 +122,7 @@ def read_config(path: Path, d) -> dict | None:
         d.add("adapter_config.json is nested too deeply to be an adapter config: the file is corrupted",
               read.CONFIG_FILE)
         return None
-    if config is None:
-        d.add("adapter_config.json is empty: the save was interrupted", read.CONFIG_FILE)
-    elif not isinstance(config, dict):
+    if not isinstance(config, dict):
         d.add(f"adapter_config.json holds a JSON {type(config).__name__}, not an object of settings", read.CONFIG_FILE)
         return None
     return config
