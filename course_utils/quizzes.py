@@ -4,10 +4,17 @@ Defined in lesson 1; every lesson ends with ``quiz("l01_q1")``-style calls. The 
 explanations live in ``course_utils/data/quizzes.json`` (keyed by quiz id), not in the lesson, so the
 answer is not in plain sight in the cell a learner reads. Questions, options and feedback are Markdown,
 rendered to HTML (backticks become code).
+
+``quiz`` shows each learner the options in their own order, drawn from ``learner_seed()`` (``$COURSE_LEARNER`` or
+the user name): neighbours see different letters, the same learner always the same ones, and each option keeps its
+feedback. For every learner the right answers are spread evenly over the letters (``answer_positions``), so no
+letter is a good guess. The lessons' stored outputs are made with ``COURSE_LEARNER=ci``.
 """
 from __future__ import annotations
 
 import json
+import random
+from collections import Counter
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -15,6 +22,8 @@ from pathlib import Path
 import ipywidgets as w
 import mistune
 from IPython.display import display
+
+from .learner import learner_seed
 
 RIGHT = "✓ Right."
 WRONG = "✗ Not quite."
@@ -62,6 +71,15 @@ class Quiz:
         """The text (Markdown) of the Show explanation button: the right option's letter, then why."""
         return f"Answer: {LETTERS[self.answer]}. {self.options[self.answer]} — {self.explanation}"
 
+    def arranged(self, answer_at: int, seed) -> Quiz:
+        """The same quiz with the right option at index ``answer_at`` and the others in an order drawn from
+        ``seed``; each hint follows its option."""
+        wrong = [i for i in range(len(self.options)) if i != self.answer]
+        random.Random(seed).shuffle(wrong)
+        order = wrong[:answer_at] + [self.answer] + wrong[answer_at:]  # order[new position] = old position
+        return Quiz(self.question, [self.options[old] for old in order], answer_at, self.explanation,
+                    {order.index(old): hint for old, hint in self.hints.items()})
+
     def widget(self):
         """An ipywidgets panel: the question and lettered options (rendered Markdown), radio buttons A, B, ...,
         a Check button, feedback, and a Show explanation button."""
@@ -108,6 +126,32 @@ def load_quiz(quiz_id: str) -> Quiz:
     return Quiz(**quizzes[quiz_id])
 
 
+def answer_positions(seed) -> dict[str, int]:
+    """Where each quiz's right option goes for the learner of ``seed``: ``{quiz id: option index}``.
+
+    The quizzes are taken in an order drawn from ``seed`` (those with more options first) and each one gets the
+    letter it has that is right least often so far, so every learner's right answers spread evenly over the letters.
+    """
+    sizes = {qid: len(q["options"]) for qid, q in _all_quizzes().items()}
+    ids = sorted(sizes)
+    random.Random(f"{seed}:answers").shuffle(ids)
+    ids.sort(key=lambda qid: -sizes[qid])  # stable: within each size, the drawn order stays
+    used: Counter = Counter()
+    positions = {}
+    for qid in ids:
+        positions[qid] = min(range(sizes[qid]), key=lambda i: (used[i], -i))
+        used[positions[qid]] += 1
+    return positions
+
+
+def learner_quiz(quiz_id: str, name: str | None = None) -> Quiz:
+    """The quiz ``quiz_id`` as learner ``name`` (default: this learner, see ``learner_name``) sees it: its options
+    in that learner's order."""
+    seed = learner_seed(name)
+    q = load_quiz(quiz_id)
+    return q.arranged(answer_positions(seed)[quiz_id], f"{seed}:{quiz_id}")
+
+
 def quiz(quiz_id: str) -> None:
-    """Show the quiz ``quiz_id`` (e.g. ``"l01_q1"``) as a widget in the notebook (see ``Quiz``)."""
-    display(load_quiz(quiz_id).widget())
+    """Show the quiz ``quiz_id`` (e.g. ``"l01_q1"``) as a widget in the notebook, in this learner's order."""
+    display(learner_quiz(quiz_id).widget())

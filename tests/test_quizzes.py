@@ -1,10 +1,11 @@
 import ast
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
 
-from course_utils.quizzes import RIGHT, WRONG, Quiz, load_quiz, markdown_html, quiz_ids
+from course_utils.quizzes import LETTERS, RIGHT, WRONG, Quiz, learner_quiz, load_quiz, markdown_html, quiz_ids
 
 ROOT = Path(__file__).parents[1]
 LESSONS = sorted((ROOT / "notebooks").glob("0*.ipynb"))
@@ -85,3 +86,57 @@ def test_no_lesson_source_shows_a_quiz_answer():
                 assert secret not in text, f"{name} shows {qid}'s answer or explanation: {secret[:60]!r}"
         lesson = sources[next(n for n in sources if n.startswith(qid[1:3]))]
         assert f"quiz({qid!r})" in lesson or f'quiz("{qid}")' in lesson
+
+
+def test_right_answers_are_spread_over_the_letters_in_the_source():
+    letters = Counter(LETTERS[load_quiz(qid).answer] for qid in quiz_ids())
+    assert max(letters.values()) <= 0.35 * len(quiz_ids()), letters
+
+
+@pytest.mark.parametrize("name", ["ada", "grace", "s1001", "ci"])
+def test_shuffle_is_a_permutation_that_keeps_each_feedback_with_its_option(name):
+    for qid in quiz_ids():
+        q, s = load_quiz(qid), learner_quiz(qid, name)
+        assert sorted(s.options) == sorted(q.options) and (s.question, s.explanation) == (q.question, q.explanation)
+        for new, option in enumerate(s.options):
+            old = q.options.index(option)
+            assert s.feedback(new) == q.feedback(old), (qid, option)
+        assert s.options[s.answer] == q.options[q.answer]
+        assert s.reveal() == f"Answer: {LETTERS[s.answer]}. {q.options[q.answer]} — {q.explanation}"
+
+
+@pytest.mark.parametrize("answer_at", [0, 1, 2])
+def test_arranged_puts_the_answer_where_asked(answer_at):
+    q = _quiz()
+    s = q.arranged(answer_at, "seed")
+    assert s.answer == answer_at and s.options[answer_at] == "`4`"
+    assert s.feedback(s.options.index("3")) == f"{WRONG} One too few."
+    assert q.arranged(answer_at, "seed").options == s.options  # the same seed, the same order
+
+
+def test_every_learner_gets_right_answers_spread_over_the_letters():
+    for n in range(60):
+        letters = Counter(LETTERS[learner_quiz(qid, f"s{n}").answer] for qid in quiz_ids())
+        assert max(letters.values()) <= 0.35 * len(quiz_ids()), (n, letters)
+
+
+def test_neighbours_see_different_orders_and_one_learner_always_the_same():
+    ids = quiz_ids()
+    for a, b in [("ada", "grace"), ("s1001", "s1002"), ("ci", "learner")]:
+        differ = [qid for qid in ids if learner_quiz(qid, a).options != learner_quiz(qid, b).options]
+        assert len(differ) > 0.6 * len(ids), (a, b, len(differ))
+        assert all(learner_quiz(qid, a).options == learner_quiz(qid, a).options for qid in ids)
+
+
+def test_quiz_shows_this_learners_order(monkeypatch):
+    from course_utils import quizzes
+
+    shown = []
+    monkeypatch.setattr(quizzes, "display", shown.append)
+    for name in ("ada", "grace"):
+        monkeypatch.setenv("COURSE_LEARNER", name)
+        quizzes.quiz("l01_q1")
+        header = shown[-1].children[0].value
+        options = learner_quiz("l01_q1", name).options
+        positions = [header.index(markdown_html(o)) for o in options]
+        assert positions == sorted(positions), (name, options)
