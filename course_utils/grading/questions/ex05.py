@@ -1,10 +1,8 @@
 """Exercise 5 (lesson 5, several adapters on one base): the per-learner data it gives, and the judges of its questions.
 
-Q1 takes a PeftModel or a plain transformers model that got its adapters from ``load_adapter`` (both are right):
-the probe reads which adapters its LoRA layers run, and a plain model is rebuilt here from its saved tensors.
-Q2 and Q4 ask for functions that the probes run on a fresh two-adapter model and on seeded inputs the learner never
-saw; Q4's probe also records what every forward pass of the model got (rows, per-row adapter names). Q3's adapters
-were retuned per learner, so a copy of the shipped folders is not what ``team`` holds.
+Q1 takes a PeftModel or a plain transformers model with adapters from ``load_adapter`` (rebuilt here from its tensors).
+Q2 and Q4's functions are run by probes on a fresh model and seeded inputs the learner never saw (Q4's probe records
+each forward pass's rows and adapter names). Q3's adapters are retuned per learner: a copy of the shipped ones fails.
 """
 from __future__ import annotations
 
@@ -31,41 +29,19 @@ from ...shipped import shipped_adapter
 from ...tasks import _LOC, _NER_TEMPLATES, _ORG, _PER, _ner_sentence, _review, ner_prompt, sentiment_prompt
 from ..evidence import MAX_ADAPTERS, Evidence, Opaque, lora_config_from
 from ..evidence import type_name as type_of
-from .common import (
-    Question,
-    Wrong,
-    adapter_folder,
-    folder,
-    holds,
-    notebook_type,
-    reload,
-    require,
-    same_logits,
-    shipped,
-    tokenizer,
-    weights_of,
-)
+from . import common
+from .common import Question, adapter_folder, folder, notebook_type, reload, require, same_logits, shipped, tokenizer
 
 BASE = "__base__"
-# The fixed data of the exercise before per-learner data; kept only because checks.py still re-exports them.
-NER_SENTENCE = "Elena met Omar in Lisbon."
-REVIEW = "La comida fue excelente y el servicio muy amable."
+PROBE_SENTENCES, PROBE_BATCHES = 3, (("probe-a", 3), ("probe-b", 5))   # the unseen inputs of Q2's and Q4's probes
+# The fixed data of the exercise's first version: unused, kept only because checks.py still re-exports them.
+NER_SENTENCE, REVIEW = "Elena met Omar in Lisbon.", "La comida fue excelente y el servicio muy amable."
 MIXED_ROWS = (("english_ner", "sentence"), ("spanish_sentiment", "review"), (BASE, "sentence"))
-
-
-def mixed_prompts() -> list[str]:
-    """Unused (checks.py re-exports it): the fixed mixed batch of the exercise's first version."""
-    texts = {"sentence": ner_prompt(NER_SENTENCE), "review": sentiment_prompt(REVIEW)}
-    return [texts[kind] for _, kind in MIXED_ROWS]
-# NER templates whose tags the NER adapter does not also write for the sentiment prompt (checked per sentence).
-_TEMPLATES = tuple(t for t in _NER_TEMPLATES if any(w in t for w in ("flew", "rained", "signed")))
+mixed_prompts = lambda: [ner_prompt(NER_SENTENCE), sentiment_prompt(REVIEW), ner_prompt(NER_SENTENCE)]  # noqa: E731
+_TEMPLATES = tuple(t for t in _NER_TEMPLATES if any(w in t for w in ("flew", "rained", "signed")))  # discriminate most
 
 
 # ============================================================================ the data (learner's kernel and checker)
-def _rng(seed: int, salt: str) -> random.Random:
-    return random.Random(f"ex05-{seed}-{salt}")
-
-
 @contextmanager
 def _quiet():
     """No library warnings or load reports (a given cell's output stays the same on every run)."""
@@ -79,14 +55,16 @@ def _quiet():
         transformers.logging.set_verbosity(verbosity)
 
 
-@lru_cache(maxsize=1)
-def _two() -> PeftModel:
-    """The checker's own base with both shipped adapters (callers set the adapter they need)."""
+def _fresh_two() -> PeftModel:
+    """A new base with both shipped adapters, spanish_sentiment active (probes pass it to the learner's functions)."""
     with _quiet():
         model = PeftModel.from_pretrained(load_base_model(), str(shipped_adapter(ADAPTER_NAMES[0])),
                                           adapter_name=ADAPTER_NAMES[0])
         model.load_adapter(str(shipped_adapter(ADAPTER_NAMES[1])), adapter_name=ADAPTER_NAMES[1])
     return model.eval()
+
+
+_two = lru_cache(maxsize=1)(_fresh_two)   # the checker's own copy (callers set the adapter they need)
 
 
 def _run(adapter: str, prompt: str) -> str:
@@ -110,29 +88,22 @@ def ner_outputs(sentence: str) -> dict[str, str]:
 
 def _candidate(rng: random.Random) -> tuple[str, str]:
     template = rng.choice(_TEMPLATES)
-    per, per2 = rng.sample(_PER, 2)
-    loc, loc2 = rng.sample(_LOC, 2)
-    org, org2 = rng.sample(_ORG, 2)
-    values = {"PER": per, "PER2": per2, "LOC": loc, "LOC2": loc2, "ORG": org, "ORG2": org2}
+    values = {f"{kind}{i}": word for kind, words in (("PER", _PER), ("LOC", _LOC), ("ORG", _ORG))
+              for i, word in zip(("", "2"), rng.sample(words, 2))}
     tags = sorted((template.index("{" + k + "}"), f"{v} ({k.rstrip('2')})") for k, v in values.items()
                   if "{" + k + "}" in template)
     return template.format(**values), ", ".join(t for _, t in tags)
 
 
-def discriminates(sentence: str, gold: str | None = None) -> bool:
-    """Whether english_ner on the NER prompt writes ``gold`` (when given) and nothing else tried writes the same."""
-    outs = dict(ner_outputs(sentence))
-    right = outs.pop("right")
-    return (gold is None or right.strip() == gold) and right.strip() not in {o.strip() for o in outs.values()}
-
-
 @lru_cache(maxsize=16)
 def sentence_for(seed: int, salt: str = "answer") -> str:
-    """A sentence from the course's word lists that only the NER adapter on the NER prompt tags right."""
-    rng = _rng(seed, salt)
+    """A sentence (course word lists) english_ner tags right, unlike the wrong adapter, the base or the wrong prompt."""
+    rng = random.Random(f"ex05-{seed}-{salt}")
     for _ in range(200):
         sentence, gold = _candidate(rng)
-        if discriminates(sentence, gold):
+        outs = dict(ner_outputs(sentence))
+        right = outs.pop("right").strip()
+        if right == gold and right not in {o.strip() for o in outs.values()}:
             return sentence
     raise RuntimeError("no discriminating sentence found")  # never seen: ~90% of candidates qualify
 
@@ -144,14 +115,11 @@ def learner_sentence(learner: str) -> str:
 
 def batch_for(seed: int, salt: str = "answer", rows: int = 4) -> tuple[tuple[str, str], ...]:
     """``rows`` (adapter, prompt) pairs: every adapter and the base at least once, in a seeded order."""
-    rng = _rng(seed, salt)
+    rng = random.Random(f"ex05-{seed}-{salt}")
     names = [*ADAPTER_NAMES, BASE] + [rng.choice((*ADAPTER_NAMES, BASE)) for _ in range(rows - 3)]
     rng.shuffle(names)
-    out = []
-    for name in names:
-        spanish = name == "spanish_sentiment" or name == BASE and rng.random() < 0.5
-        out.append((name, sentiment_prompt(_review(rng)[0]) if spanish else ner_prompt(_ner_sentence(rng)[0])))
-    return tuple(out)
+    return tuple((n, sentiment_prompt(_review(rng)[0]) if n == "spanish_sentiment" or n == BASE and rng.random() < 0.5
+                  else ner_prompt(_ner_sentence(rng)[0])) for n in names)
 
 
 def learner_batch(learner: str) -> tuple[list[str], list[str]]:
@@ -165,11 +133,8 @@ def retuned_weights(seed: int, name: str) -> dict:
     """The shipped adapter ``name`` after the teammate's per-learner retuning (every lora_B moved a little)."""
     state = load_file(str(shipped_adapter(name) / WEIGHTS_FILE))
     gen = torch.Generator().manual_seed(seed * 2 + ADAPTER_NAMES.index(name))
-    out = {}
-    for key in sorted(state):
-        t = state[key]
-        out[key] = t + 0.2 * t.abs().mean() * torch.randn(t.shape, generator=gen) if "lora_B" in key else t
-    return out
+    return {k: t + 0.2 * t.abs().mean() * torch.randn(t.shape, generator=gen) if "lora_B" in k else t
+            for k, t in sorted(state.items())}
 
 
 def _retuned_folder(seed: int, name: str, target: Path) -> Path:
@@ -180,8 +145,7 @@ def _retuned_folder(seed: int, name: str, target: Path) -> Path:
 
 
 def teammate_model(learner: str):
-    """Exercise 5 Q3: a plain transformers model holding both adapters as a teammate retuned them for ``learner``
-    (loaded with transformers' ``load_adapter``, nothing on disk); english_ner, loaded last, is active."""
+    """Exercise 5 Q3: a plain transformers model with both adapters retuned for ``learner`` (nothing on disk)."""
     seed = learner_seed(learner)
     model = load_base_model()
     with tempfile.TemporaryDirectory() as tmp, _quiet():
@@ -204,10 +168,6 @@ def _layers(model) -> dict:
             "disabled": any(m.disable_adapters for m in layers)}
 
 
-def _probe_q1(answers: dict) -> dict:
-    return {"active_state": _layers(answers.get("model"))}
-
-
 def _from_plain(ev: Evidence, name: str, info: dict) -> PeftModel:
     """A plain transformers model with adapters (``load_adapter``), rebuilt by the checker from its tensors."""
     adapters = info["adapters"]
@@ -218,8 +178,9 @@ def _from_plain(ev: Evidence, name: str, info: dict) -> PeftModel:
     model = get_peft_model(load_base_model(), config, adapter_name=first)
     for other, cfg in rest:
         model.add_adapter(other, cfg)
-    where = (ev.folder / str(ev.raw(name).get("dir"))).resolve()
-    require(where.is_relative_to(ev.folder.resolve()), "the evidence names a file outside its folder.")
+    where = (ev.folder / str(ev.raw(name).get("dir") or ev.raw(name).get("as"))).resolve()
+    require(where.is_relative_to(ev.folder.resolve()) and not (where / "state.safetensors").is_symlink(),
+            "the evidence names a file outside its folder.")
     state = {"base_model.model." + k: v for k, v in load_file(str(where / "state.safetensors")).items()}
     own = model.state_dict()
     odd = [k for k, v in state.items() if k not in own or own[k].shape != v.shape]
@@ -261,9 +222,8 @@ def _q1(ev: Evidence) -> str:
     model = as_peft(ev, "model")
     names = sorted(model.peft_config)
     for name in ADAPTER_NAMES:
-        require(name in names, f"no adapter named {name!r} (the model has {names}): name each adapter when you "
-                               "load it.")
-        require(holds(model, name, load_file(str(shipped_adapter(name) / WEIGHTS_FILE))),
+        require(name in names, f"no adapter named {name!r} (the model has {names}): name each adapter when you load it.")
+        require(common.holds(model, name, load_file(str(shipped_adapter(name) / WEIGHTS_FILE))),
                 f"the adapter named {name!r} does not hold the weights of the shipped {name} adapter.")
     now = active_adapter(ev, "model")
     require(now == "spanish_sentiment", f"the active adapter is {now!r}; the task asks for spanish_sentiment.")
@@ -274,19 +234,14 @@ def _q1(ev: Evidence) -> str:
 
 
 # ============================================================================ Q2: tag with the NER adapter
-PROBE_SENTENCES = 3
-
-
-def _fresh_two():
-    """In the learner's kernel: a new base with both shipped adapters, spanish_sentiment active."""
-    with _quiet():
-        model = PeftModel.from_pretrained(load_base_model(), str(shipped_adapter(ADAPTER_NAMES[0])),
-                                          adapter_name=ADAPTER_NAMES[0])
-        model.load_adapter(str(shipped_adapter(ADAPTER_NAMES[1])), adapter_name=ADAPTER_NAMES[1])
-    return model.eval()
+def _function(ev: Evidence, name: str) -> None:
+    fn = ev.value(name)
+    kind = getattr(fn, "type_name", type_of(fn))
+    require(isinstance(fn, Opaque) and fn.function, f"`{name}` should be a function, not a {kind}.")
 
 
 def _call(fn, *args):
+    """In the learner's kernel: ``fn(*args)``, or what it raised."""
     try:
         return fn(*args)
     except Exception as exc:  # noqa: BLE001 - the learner's function failed: that is the evidence
@@ -294,8 +249,7 @@ def _call(fn, *args):
 
 
 def _probe_q2(answers: dict) -> dict:
-    """In the learner's kernel: the active adapter of ``model``, and ``tag`` run on unseen sentences, each time on a
-    fresh model whose active adapter is spanish_sentiment."""
+    """In the learner's kernel: ``model``'s active adapter; ``tag`` run on unseen sentences, on fresh models."""
     out = {"active_state": _layers(answers.get("model"))}
     tag = answers.get("tag")
     if callable(tag):
@@ -304,30 +258,23 @@ def _probe_q2(answers: dict) -> dict:
     return out
 
 
-def _which(text: str, sentence: str) -> str:
-    """Why ``text`` is not the NER output for ``sentence``: the wrong adapter or prompt, when it is one of those."""
-    for what, other in ner_outputs(sentence).items():
-        if what != "right" and text.strip() == other.strip():
-            return f"that is what {what} writes" + (" with the NER adapter" if "prompt" in what else "")
-    return "that is not what english_ner writes for it"
-
-
 def _tag_ok(text, sentence: str, where: str) -> None:
+    """``text`` is english_ner's output for ``sentence``; else the ✗ says which wrong adapter or prompt wrote it."""
     notebook_type(text, where)
-    if isinstance(text, dict) and "raised" in text:
-        raise Wrong(f"`tag` raised {text['raised']} on a new sentence.")
+    require(not (isinstance(text, dict) and "raised" in text), f"`tag` raised {dict(text).get('raised')} on a new sentence.")
     require(isinstance(text, str), f"{where} should be the generated text (a str), not a {type_of(text)}.")
-    right = ner_outputs(sentence)["right"]
-    require(text.strip() == right.strip(), f"{where}: {_which(text, sentence)} ({sentence!r}): switch to english_ner "
-                                           "and generate on the NER prompt (lesson 5, section 2).")
+    outs = ner_outputs(sentence)
+    why = next((f"that is what {k} writes" + (" with the NER adapter" if "prompt" in k else "")
+                for k, v in outs.items() if k != "right" and text.strip() == v.strip()), "that is not what english_ner "
+                                                                                         "writes for it")
+    require(text.strip() == outs["right"].strip(), f"{where}: {why} ({sentence!r}): switch to english_ner and generate "
+                                                   "on the NER prompt (lesson 5, section 2).")
 
 
 def _q2(ev: Evidence) -> str:
     """Lesson 5 (section 2): `tag` switches a model to english_ner and tags a sentence on the NER prompt; it is run
     on sentences the learner never saw; the learner's own sentence and model are checked too."""
-    fn = ev.value("tag")
-    require(isinstance(fn, Opaque) and fn.function, f"`tag` should be a function, not a "
-                                                    f"{getattr(fn, 'type_name', type_of(fn))}.")
+    _function(ev, "tag")
     sentence = sentence_for(ev.seed)
     _tag_ok(ev.value("ner_output"), sentence, "`ner_output`")
     tags = ev.probe("tags")
@@ -335,19 +282,11 @@ def _q2(ev: Evidence) -> str:
     for i, text in enumerate(tags):
         _tag_ok(text, sentence_for(ev.seed, f"probe{i}"), "on a model with spanish_sentiment active, `tag`")
     now = active_adapter(ev, "model")
-    require(now == "english_ner", f"`model`'s active adapter is {now!r}: `tag` should switch the model to "
-                                  "english_ner.")
+    require(now == "english_ner", f"`model`'s active adapter is {now!r}: `tag` should switch the model to english_ner.")
     return f"english_ner active; `tag` tags new sentences right; yours: {ner_outputs(sentence)['right'].strip()!r}"
 
 
 # ============================================================================ Q3: save both adapters of a plain model
-def _missing_message(root: Path, name: str) -> str:
-    if (root / CONFIG_FILE).is_file():
-        return (f"the folder's root holds one adapter and there is no {name}/ subfolder: a plain transformers model's "
-                "save_pretrained writes only its active adapter (lesson 5, section 4).")
-    return f"no {name}/{CONFIG_FILE} under the folder: save each adapter of `team` into its own subfolder."
-
-
 def _same_tensors(a: dict, b: dict) -> bool:
     return set(a) == set(b) and all(torch.equal(a[k].float(), b[k].float()) for k in b)
 
@@ -358,9 +297,12 @@ def _q3(ev: Evidence) -> str:
     root = folder(ev, "saved_root")
     for name in ADAPTER_NAMES:
         sub = root / name
-        require((sub / CONFIG_FILE).is_file(), _missing_message(root, name))
+        require((sub / CONFIG_FILE).is_file(), f"no {name}/{CONFIG_FILE} under the folder" + (
+            ": its root holds one adapter; a plain transformers model's save_pretrained writes only its active adapter "
+            "(lesson 5, section 4)." if (root / CONFIG_FILE).is_file() else ": save each of team's adapters into its own "
+            "subfolder."))
         adapter_folder(sub)
-        saved = weights_of(sub)
+        saved = common.weights_of(sub)
         require(not _same_tensors(saved, load_file(str(shipped_adapter(name) / WEIGHTS_FILE))),
                 f"{name}/ holds the shipped {name} adapter, not the retuned one in `team`: save team's adapters "
                 "(a copy of the shipped folder is not what team holds).")
@@ -372,17 +314,13 @@ def _q3(ev: Evidence) -> str:
 
 
 # ============================================================================ Q4: one mixed batch
-PROBE_BATCHES = (("probe-a", 3), ("probe-b", 5))
-
-
 def _recorder(model, calls: list):
     """A hook on the first LoRA layer: the rows of each forward pass and the adapter names peft passed for them."""
     layer = next(m for m in model.modules() if isinstance(m, LoraLayer))
 
     def hook(_module, args, kwargs, _result):
-        x = args[0] if args else kwargs.get("x")
         names = kwargs.get("adapter_names")
-        entry = [int(x.shape[0]), list(names) if names is not None else None]
+        entry = [int((args[0] if args else kwargs["x"]).shape[0]), None if names is None else list(names)]
         if entry not in calls:
             calls.append(entry)
     return layer.register_forward_hook(hook, with_kwargs=True)
@@ -396,13 +334,9 @@ def _probe_q4(answers: dict) -> dict:
     out = {}
     for salt, rows in PROBE_BATCHES:
         batch = batch_for(learner_seed(), salt, rows)
-        model, calls = _fresh_two(), []
-        handle = _recorder(model, calls)
-        try:
-            texts = _call(serve, model, [p for _, p in batch], [n for n, _ in batch])
-        finally:
-            handle.remove()
-        out[salt] = {"texts": texts, "calls": calls}
+        model, calls = _fresh_two(), []   # a model of its own: the hook goes with it
+        _recorder(model, calls)
+        out[salt] = {"texts": _call(serve, model, [p for _, p in batch], [n for n, _ in batch]), "calls": calls}
     return out
 
 
@@ -413,8 +347,7 @@ def mixed_expected(batch: tuple[tuple[str, str], ...]) -> list[str]:
 
 def _texts(value, name: str, rows: int) -> list[str]:
     notebook_type(value, name)
-    if isinstance(value, dict) and "raised" in value:
-        raise Wrong(f"`serve` raised {value['raised']} on a new batch.")
+    require(not (isinstance(value, dict) and "raised" in value), f"`serve` raised {dict(value).get('raised')} on a new batch.")
     require(isinstance(value, (list, tuple)), f"{name} should be a list of {rows} texts, not a {type_of(value)}.")
     require(len(value) == rows, f"{name} has {len(value)} rows; the batch has {rows}.")
     require(all(isinstance(v, str) for v in value), f"{name} should hold the generated texts (strings).")
@@ -427,8 +360,7 @@ def _rows_match(got: list[str], batch, expected: list[str], name: str, hint: str
 
 
 def _one_call(calls, names: list[str]) -> None:
-    require(isinstance(calls, list) and calls, "`serve` returned without running the model it was given on the "
-                                               "batch.")
+    require(isinstance(calls, list) and calls, "`serve` returned without running the model it was given on the batch.")
     rows = {c[0] for c in calls if isinstance(c, list) and c}
     require(rows == {len(names)}, f"`serve` ran the model on {sorted(rows)} row(s) at a time: answer the whole batch "
                                   "in one call (lesson 5, section 3).")
@@ -441,9 +373,7 @@ def _one_call(calls, names: list[str]) -> None:
 def _q4(ev: Evidence) -> str:
     """Lesson 5 (sections 2 and 3): `serve` answers a batch in one call with one adapter per row; it is run on
     seeded batches the learner never saw; `mixed` and `single` answer the learner's own batch."""
-    fn = ev.value("serve")
-    require(isinstance(fn, Opaque) and fn.function, f"`serve` should be a function, not a "
-                                                    f"{getattr(fn, 'type_name', type_of(fn))}.")
+    _function(ev, "serve")
     batch = batch_for(ev.seed)
     mixed = _texts(ev.value("mixed"), "`mixed`", len(batch))
     _rows_match(mixed, batch, mixed_expected(batch), "`mixed`", " in the mixed batch: pass one adapter name per row, "
@@ -462,7 +392,7 @@ def _q4(ev: Evidence) -> str:
 
 
 QUESTIONS = (
-    Question("ex05_q1", 2, ("model",), _q1, probe=_probe_q1),
+    Question("ex05_q1", 2, ("model",), _q1, probe=lambda answers: {"active_state": _layers(answers.get("model"))}),
     Question("ex05_q2", 2, ("tag", "ner_output", "model"), _q2, probe=_probe_q2),
     Question("ex05_q3", 2, ("saved_root",), _q3),
     Question("ex05_q4", 3, ("serve", "mixed", "single"), _q4, probe=_probe_q4),
