@@ -200,7 +200,7 @@ def as_peft(ev: Evidence, name: str) -> PeftModel:
     notebook_type(obj, name)
     info = ev.model_info(name)
     require(info.get("base_class") == "GPT2LMHeadModel" and info.get("adapters"),
-            f"`{name}` is a {getattr(obj, 'type_name', type_of(obj))} with no adapters loaded: load the shipped "
+            f"`{name}` is a {type_of(obj)} with no adapters loaded: load the shipped "
             "adapters onto a base model (lesson 5, section 1).")
     return _from_plain(ev, name, info)
 
@@ -236,12 +236,10 @@ def _q1(ev: Evidence) -> str:
 # ============================================================================ Q2: tag with the NER adapter
 def _function(ev: Evidence, name: str) -> None:
     fn = ev.value(name)
-    kind = getattr(fn, "type_name", type_of(fn))
-    require(isinstance(fn, Opaque) and fn.function, f"`{name}` should be a function, not a {kind}.")
+    require(isinstance(fn, Opaque) and fn.function, f"`{name}` should be a function, not a {type_of(fn)}.")
 
 
 def _call(fn, *args):
-    """In the learner's kernel: ``fn(*args)``, or what it raised."""
     try:
         return fn(*args)
     except Exception as exc:  # noqa: BLE001 - the learner's function failed: that is the evidence
@@ -261,7 +259,8 @@ def _probe_q2(answers: dict) -> dict:
 def _tag_ok(text, sentence: str, where: str) -> None:
     """``text`` is english_ner's output for ``sentence``; else the ✗ says which wrong adapter or prompt wrote it."""
     notebook_type(text, where)
-    require(not (isinstance(text, dict) and "raised" in text), f"`tag` raised {dict(text).get('raised')} on a new sentence.")
+    require(not (isinstance(text, dict) and "raised" in text),
+            f"`tag` raised {isinstance(text, dict) and text.get('raised')} on a new sentence.")
     require(isinstance(text, str), f"{where} should be the generated text (a str), not a {type_of(text)}.")
     outs = ner_outputs(sentence)
     why = next((f"that is what {k} writes" + (" with the NER adapter" if "prompt" in k else "")
@@ -347,7 +346,8 @@ def mixed_expected(batch: tuple[tuple[str, str], ...]) -> list[str]:
 
 def _texts(value, name: str, rows: int) -> list[str]:
     notebook_type(value, name)
-    require(not (isinstance(value, dict) and "raised" in value), f"`serve` raised {dict(value).get('raised')} on a new batch.")
+    require(not (isinstance(value, dict) and "raised" in value),
+            f"`serve` raised {isinstance(value, dict) and value.get('raised')} on a new batch.")
     require(isinstance(value, (list, tuple)), f"{name} should be a list of {rows} texts, not a {type_of(value)}.")
     require(len(value) == rows, f"{name} has {len(value)} rows; the batch has {rows}.")
     require(all(isinstance(v, str) for v in value), f"{name} should hold the generated texts (strings).")
