@@ -403,3 +403,24 @@ def test_ex05_q4_wrong_answers(monkeypatch):
     monkeypatch.setenv("COURSE_LEARNER", "bob")   # ci's texts, handed in by bob
     assert learner_seed("bob") != learner_seed("ci")
     fails("ex05_q4", "`mixed` row", **answers)
+
+
+def test_ex05_q3_other_learner(tmp_path, monkeypatch, team):
+    """Learner ci's right folder, handed in by bob, holds the wrong retuned weights."""
+    _save_each(team, tmp_path / "ci")
+    monkeypatch.setenv("COURSE_LEARNER", "bob")
+    fails("ex05_q3", "does not hold the weights of team's spanish_sentiment", saved_root=tmp_path / "ci")
+
+
+def test_ex05_data_is_per_learner():
+    """Each learner gets their own sentence, batch and retuned weights; the probes' inputs are new to them."""
+    ci, bob = learner_seed("ci"), learner_seed("bob")
+    assert ex05.sentence_for(ci) != ex05.sentence_for(bob)
+    assert ex05.batch_for(ci) != ex05.batch_for(bob)
+    assert not torch.equal(*(ex05.retuned_weights(s, "english_ner")[k] for s in (ci, bob)
+                             for k in [sorted(ex05.retuned_weights(ci, "english_ner"))[1]]))
+    assert ex05.sentence_for(ci) not in {ex05.sentence_for(ci, f"probe{i}") for i in range(ex05.PROBE_SENTENCES)}
+    for salt, rows in ex05.PROBE_BATCHES:
+        batch = ex05.batch_for(ci, salt, rows)
+        assert len(batch) == rows and {n for n, _ in batch} == {*NAMES, "__base__"}
+        assert not {p for _, p in batch} <= {p for _, p in ex05.batch_for(ci)}
