@@ -200,8 +200,7 @@ def as_peft(ev: Evidence, name: str) -> PeftModel:
     notebook_type(obj, name)
     info = ev.model_info(name)
     require(info.get("base_class") == "GPT2LMHeadModel" and info.get("adapters"),
-            f"`{name}` is a {type_of(obj)} with no adapters loaded: load the shipped "
-            "adapters onto a base model (lesson 5, section 1).")
+            f"`{name}` is a {type_of(obj)} with no adapters loaded: load the shipped adapters onto a base model (lesson 5).")
     return _from_plain(ev, name, info)
 
 
@@ -226,7 +225,8 @@ def _q1(ev: Evidence) -> str:
         require(common.holds(model, name, load_file(str(shipped_adapter(name) / WEIGHTS_FILE))),
                 f"the adapter named {name!r} does not hold the weights of the shipped {name} adapter.")
     now = active_adapter(ev, "model")
-    require(now == "spanish_sentiment", f"the active adapter is {now!r}; the task asks for spanish_sentiment.")
+    require(now == "spanish_sentiment", f"the active adapter is {now!r}; the task asks for spanish_sentiment (which "
+                                        "adapter a load activates: lesson 5, sections 1 and 4).")
     for name in ADAPTER_NAMES:
         model.base_model.set_adapter(name)
         same_logits(shipped(name), model, f"`model` with {name} active")
