@@ -3,41 +3,20 @@ ones with feedback that says what is wrong.
 Real objects built from the shipped tiny model; each question has right variants and wrong answers."""
 from __future__ import annotations
 
+import shutil
+import warnings
+
 import pytest
 import torch
 from check_assertions import AlwaysEqual, fails, passes
 from peft import LoraConfig, PeftModel, get_peft_model
 
-from course_utils import (
-    complete,
-    load_base_model,
-    load_tokenizer,
-    shipped_adapter,
-)
-from course_utils.grading.checks import (
-    MIXED_ROWS,
-    NER_SENTENCE,
-    given_adapter,
-    mixed_prompts,
-)
+from course_utils import complete, load_base_model, load_tokenizer, shipped_adapter
+from course_utils.grading.questions import ex05
+from course_utils.learner import learner_seed
 from course_utils.tasks import ner_prompt, sentiment_prompt
 
-
-def lora(r=8, targets=("c_attn", "c_fc"), init=False, name="default", seed=0):
-    torch.manual_seed(seed)
-    config = LoraConfig(r=r, lora_alpha=2 * r, target_modules=list(targets), init_lora_weights=init)
-    return get_peft_model(load_base_model(), config, adapter_name=name)
-
-
-def reload(folder, **kwargs):
-    return PeftModel.from_pretrained(load_base_model(), str(folder), **kwargs)
-
-
-@pytest.fixture(scope="module")
-def saved(tmp_path_factory):
-    """A trained-looking adapter and the folder it was saved to (exercises 2 and 4 give the learner this)."""
-    folder = tmp_path_factory.mktemp("saved") / "adapter"
-    return given_adapter(folder, targets=("c_attn", "c_fc")), folder
+NAMES = ("spanish_sentiment", "english_ner")
 
 
 @pytest.fixture(scope="module")
@@ -45,110 +24,403 @@ def tok():
     return load_tokenizer()
 
 
-
-
-# ---------------------------------------------------------------------------------------- exercise 5
-def _two(first="english_ner", second="spanish_sentiment", names=None):
-    """A base model with two shipped adapters, loaded under ``names`` (default: the adapters' own names)."""
+def _both(first="spanish_sentiment", second="english_ner", names=None):
+    """A PeftModel on a fresh base with two shipped adapters, loaded under ``names`` (default: their own names)."""
     names = names or (first, second)
     model = PeftModel.from_pretrained(load_base_model(), shipped_adapter(first), adapter_name=names[0])
     model.load_adapter(shipped_adapter(second), adapter_name=names[1])
     return model
 
 
-def _both(*adapters, names=None):
-    """Exercise 5's model: the Spanish adapter first, then the NER one (``_two`` in the other order)."""
-    return _two(*(adapters or ("spanish_sentiment", "english_ner")), names=names)
+def _plain(*order):
+    """A plain transformers model that got the shipped adapters from transformers' ``load_adapter``."""
+    model = load_base_model()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for name in order:
+            model.load_adapter(str(shipped_adapter(name)), adapter_name=name)
+    return model
 
 
-def test_ex05_q1(capsys):
-    passes("ex05_q1", capsys, model=_both())
-    passes("ex05_q1", capsys, model=_both("english_ner", "spanish_sentiment"))
-    one = PeftModel.from_pretrained(load_base_model(), shipped_adapter("spanish_sentiment"),
-                                    adapter_name="spanish_sentiment")
-    fails("ex05_q1", "no adapter named 'english_ner'", model=one)
-    fails("ex05_q1", "no adapter named 'spanish_sentiment'", model=_both(names=("default", "english_ner")))
-    fails("ex05_q1", "does not hold the weights of the shipped english_ner",
-          model=_both("spanish_sentiment", "spanish_sentiment", names=("spanish_sentiment", "english_ner")))
-    fails("ex05_q1", "does not hold the weights of the shipped spanish_sentiment",
-          model=_both("english_ner", "english_ner", names=("spanish_sentiment", "english_ner")))
-    fails("ex05_q1", "not a PeftModel", model=load_base_model())
+# ---------------------------------------------------------------------------------------------- Q1
+def _ner_first_switched():
+    model = _both("english_ner", "spanish_sentiment")
+    model.set_adapter("spanish_sentiment")
+    return model
 
 
-def test_ex05_q2(capsys, tok):
+def _plain_switched():
+    model = _plain("spanish_sentiment", "english_ner")
+    model.set_adapter("spanish_sentiment")
+    return model
+
+
+def _trainable():
+    model = PeftModel.from_pretrained(load_base_model(), shipped_adapter("spanish_sentiment"),
+                                      adapter_name="spanish_sentiment", is_trainable=True)
+    model.load_adapter(shipped_adapter("english_ner"), adapter_name="english_ner", is_trainable=True)
+    return model
+
+
+@pytest.mark.parametrize("make", [
+    _both, _ner_first_switched, _plain_switched, lambda: _plain("english_ner", "spanish_sentiment"), _trainable,
+], ids=["peft", "peft-ner-first-switched", "transformers-switched", "transformers-spanish-last", "trainable"])
+def test_ex05_q1_right(make, capsys):
+    passes("ex05_q1", capsys, model=make())
+
+
+def _base_changed():
     model = _both()
+    with torch.no_grad():
+        model.base_model.model.transformer.h[2].mlp.c_fc.base_layer.weight.add_(0.05)
+    return model
+
+
+def _two_active():
+    model = _both()
+    model.base_model.set_adapter(list(NAMES))
+    return model
+
+
+def _plain_disabled():
+    model = _plain("english_ner", "spanish_sentiment")
+    model.disable_adapters()
+    return model
+
+
+def _random_named():
+    torch.manual_seed(0)
+    config = LoraConfig(r=16, lora_alpha=32, target_modules=["c_attn", "c_proj", "c_fc"], init_lora_weights=False)
+    model = get_peft_model(load_base_model(), config, adapter_name="spanish_sentiment")
+    model.add_adapter("english_ner", config)
+    return model
+
+
+Q1_WRONG = {
+    "one adapter": (lambda: PeftModel.from_pretrained(load_base_model(), shipped_adapter("spanish_sentiment"),
+                                                      adapter_name="spanish_sentiment"), "no adapter named 'english_ner'"),
+    "default name": (lambda: _both(names=("default", "english_ner")), "no adapter named 'spanish_sentiment'"),
+    "same twice": (lambda: _both("spanish_sentiment", "spanish_sentiment", names=NAMES),
+                   "does not hold the weights of the shipped english_ner"),
+    "swapped": (lambda: _both("english_ner", "spanish_sentiment", names=NAMES),
+                "does not hold the weights of the shipped spanish_sentiment"),
+    "random weights": (_random_named, "does not hold the weights of the shipped"),
+    "ner active": (lambda: _both("english_ner", "spanish_sentiment"), "active adapter is 'english_ner'"),
+    "transformers ner active": (lambda: _plain("spanish_sentiment", "english_ner"), "active adapter is 'english_ner'"),
+    "two active": (_two_active, "activate exactly one"),
+    "disabled": (_plain_disabled, "adapters of `model` are disabled"),
+    "base changed": (_base_changed, "gives different logits"),
+    "plain base": (load_base_model, "with no adapters loaded"),
+    "merged": (lambda: _both().merge_and_unload(), "with no adapters loaded"),
+    "always equal": (AlwaysEqual, "a type the notebook made|with no adapters"),
+}
+
+
+@pytest.mark.parametrize("case", Q1_WRONG)
+def test_ex05_q1_wrong(case):
+    make, message = Q1_WRONG[case]
+    fails("ex05_q1", message, model=make())
+
+
+# ---------------------------------------------------------------------------------------------- Q2
+def _tag(model, sentence):
     model.set_adapter("english_ner")
-    out = complete(model, tok, ner_prompt(NER_SENTENCE))
-    passes("ex05_q2", capsys, ner_output=out, model=model)
-    passes("ex05_q2", capsys, ner_output=complete(model, tok, [ner_prompt(NER_SENTENCE)])[0] + "\n", model=model)
-    fails("ex05_q2", "not what english_ner writes",
-          ner_output=complete(model, tok, sentiment_prompt("La comida fue excelente.")), model=model)
-    with model.disable_adapter():
-        base_out = complete(model, tok, ner_prompt(NER_SENTENCE))
-    fails("ex05_q2", "not what english_ner writes", ner_output=base_out, model=model)
-    spanish = _both()
-    fails("ex05_q2", "active adapter is 'spanish_sentiment'",
-          ner_output=complete(spanish, tok, ner_prompt(NER_SENTENCE)), model=spanish)
-    fails("ex05_q2", "should be the generated text", ner_output=[out], model=model)
-    fails("ex05_q2", "should be the generated text", ner_output=AlwaysEqual(), model=model)
+    return complete(model, load_tokenizer(), ner_prompt(sentence))
 
 
-def test_ex05_q3(tmp_path, capsys):
+def _tag_batched(model, sentence):
+    model.set_adapter("english_ner")
+    return complete(model, load_tokenizer(), [ner_prompt(sentence)])[0] + "\n"
+
+
+def test_ex05_q2_right(capsys):
+    sentence = ex05.learner_sentence("ci")
     model = _both()
-    root = tmp_path / "both"
-    fails("ex05_q3", "nothing was saved", saved_root=root)
-    model.save_pretrained(root)
-    passes("ex05_q3", capsys, saved_root=root)
-    one_by_one = tmp_path / "one_by_one"
-    for name in ("spanish_sentiment", "english_ner"):
-        model.save_pretrained(one_by_one, selected_adapters=[name])
-    passes("ex05_q3", capsys, saved_root=str(one_by_one))
-    only_active = tmp_path / "only"
-    model.save_pretrained(only_active, selected_adapters=["spanish_sentiment"])
-    fails("ex05_q3", "no english_ner/adapter_config.json", saved_root=only_active)
-    tampered = tmp_path / "tampered"
-    model.save_pretrained(tampered)
-    (tampered / "english_ner" / "adapter_model.safetensors").write_bytes(
-        (root / "spanish_sentiment" / "adapter_model.safetensors").read_bytes())
-    fails("ex05_q3", "english_ner adapter reloaded from english_ner/ gives different logits", saved_root=tampered)
-    no_weights = tmp_path / "noweights"
-    model.save_pretrained(no_weights)
-    (no_weights / "spanish_sentiment" / "adapter_model.safetensors").unlink()
-    fails("ex05_q3", "no adapter_model.safetensors", saved_root=no_weights)
-    flat = tmp_path / "flat"
-    model.save_pretrained(flat, selected_adapters=["spanish_sentiment"])
-    fails("ex05_q3", "no spanish_sentiment/adapter_config.json", saved_root=flat / "spanish_sentiment")
-    fails("ex05_q3", "should be the folder's path", saved_root=model)
+    passes("ex05_q2", capsys, tag=_tag, ner_output=_tag(model, sentence), model=model)
+    plain = _plain_switched()
+    passes("ex05_q2", capsys, tag=_tag_batched, ner_output=_tag_batched(plain, sentence), model=plain)
 
 
-def _single_runs(model, tok, prompts, names):
+def _no_switch(model, sentence):
+    return complete(model, load_tokenizer(), ner_prompt(sentence))
+
+
+def _wrong_prompt(model, sentence):
+    model.set_adapter("english_ner")
+    return complete(model, load_tokenizer(), sentiment_prompt(sentence))
+
+
+def _disabled(model, sentence):
+    model.set_adapter("english_ner")
+    with model.disable_adapter():
+        return complete(model, load_tokenizer(), ner_prompt(sentence))
+
+
+def _names_only(model, sentence):  # right text, but the model is not switched
+    return complete(model, load_tokenizer(), [ner_prompt(sentence)], adapter_names=["english_ner"])[0]
+
+
+def _raises(model, sentence):
+    raise KeyError(sentence)
+
+
+def _as_list(model, sentence):
+    return [_tag(model, sentence)]
+
+
+def _typed_in(model, sentence):  # the text printed for learner ci, typed in
+    return ex05.ner_outputs(ex05.learner_sentence("ci"))["right"]
+
+
+Q2_WRONG = {
+    "not switched": (_no_switch, "what spanish_sentiment writes"),
+    "wrong prompt": (_wrong_prompt, "what the sentiment prompt writes with the NER adapter"),
+    "adapters off": (_disabled, "what the base model writes"),
+    "not switched, names per call": (_names_only, "active adapter is 'spanish_sentiment'"),
+    "raises": (_raises, "raised KeyError"),
+    "a list": (_as_list, "should be the generated text"),
+    "typed in": (_typed_in, "on a model with spanish_sentiment active"),
+    "not a function": ("english_ner", "should be a function"),
+}
+
+
+@pytest.mark.parametrize("case", Q2_WRONG)
+def test_ex05_q2_wrong(case):
+    tag, message = Q2_WRONG[case]
+    model = _both()
+    sentence = ex05.learner_sentence("ci")
+    runs = callable(tag) and case not in ("raises", "a list", "typed in")
+    output = tag(model, sentence) if runs else _tag(_both(), sentence)
+    fails("ex05_q2", message, tag=tag, ner_output=output, model=model)
+
+
+def test_ex05_q2_wrong_output(monkeypatch):
+    model = _both()
+    ci_text = _tag(model, ex05.learner_sentence("ci"))
+    fails("ex05_q2", "should be the generated text", tag=_tag, ner_output=[ci_text], model=model)
+    fails("ex05_q2", "should be the generated text", tag=_tag, ner_output=AlwaysEqual(), model=model)
+    fails("ex05_q2", "not what english_ner writes|what", tag=_tag, ner_output=_tag(model, ex05.NER_SENTENCE),
+          model=model)
+    monkeypatch.setenv("COURSE_LEARNER", "bob")   # learner ci's text typed in by bob
+    fails("ex05_q2", r"`ner_output`: .*'" + ex05.learner_sentence("bob")[:10], tag=_tag, ner_output=ci_text,
+          model=model)
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_ex05_sentences_discriminate(seed):
+    """Over many learners: only english_ner on the NER prompt writes the sentence's tags (recipe and probes)."""
+    for salt in ("answer", "probe0"):
+        sentence = ex05.sentence_for(seed, salt)
+        outs = dict(ex05.ner_outputs(sentence))
+        right = outs.pop("right").strip()
+        assert right and right not in {o.strip() for o in outs.values()}, (sentence, outs)
+    assert len({ex05.sentence_for(s) for s in range(40)}) > 30
+
+
+# ---------------------------------------------------------------------------------------------- Q3
+def _save_each(team, root, **kwargs):
+    for name in NAMES:
+        team.set_adapter(name)
+        team.save_pretrained(root / name, **kwargs)
+
+
+@pytest.fixture()
+def team():
+    return ex05.teammate_model("ci")
+
+
+def test_ex05_q3_right(tmp_path, capsys, team):
+    _save_each(team, tmp_path / "both")
+    passes("ex05_q3", capsys, saved_root=tmp_path / "both")
+    passes("ex05_q3", capsys, saved_root=str(tmp_path / "both"))
+    _save_each(team, tmp_path / "bin", safe_serialization=False)
+    passes("ex05_q3", capsys, saved_root=tmp_path / "bin")
+
+
+def _copied(root, team):
+    for name in NAMES:
+        shutil.copytree(shipped_adapter(name), root / name)
+
+
+def _peft_saved(root, team):
+    _both().save_pretrained(root)
+
+
+def _naive(root, team):
+    team.save_pretrained(root)
+
+
+def _other_learner(root, team):
+    _save_each(ex05.teammate_model("bob"), root)
+
+
+def _swapped(root, team):
+    for saved, name in zip(NAMES, NAMES[::-1]):
+        team.set_adapter(saved)
+        team.save_pretrained(root / name)
+
+
+def _only_one(root, team):
+    team.save_pretrained(root / "english_ner")
+
+
+def _no_weights(root, team):
+    _save_each(team, root)
+    (root / "english_ner" / "adapter_model.safetensors").unlink()
+
+
+def _alpha_edited(root, team):
+    _save_each(team, root)
+    config = root / "spanish_sentiment" / "adapter_config.json"
+    config.write_text(config.read_text().replace('"lora_alpha": 32', '"lora_alpha": 64'))
+
+
+def _nothing(root, team):
+    pass
+
+
+Q3_WRONG = {
+    "copied shipped": (_copied, "holds the shipped spanish_sentiment adapter, not the retuned one"),
+    "saved a shipped PeftModel": (_peft_saved, "holds the shipped spanish_sentiment adapter"),
+    "naive save": (_naive, "writes only its active adapter"),
+    "another learner's team": (_other_learner, "does not hold the weights of team's spanish_sentiment"),
+    "swapped": (_swapped, "does not hold the weights of team's spanish_sentiment"),
+    "only one": (_only_one, "no spanish_sentiment/adapter_config.json"),
+    "no weights": (_no_weights, "no adapter_model.safetensors"),
+    "alpha edited": (_alpha_edited, "spanish_sentiment adapter reloaded .* gives different logits"),
+    "nothing saved": (_nothing, "nothing was saved"),
+}
+
+
+@pytest.mark.parametrize("case", Q3_WRONG)
+def test_ex05_q3_wrong(case, tmp_path, team):
+    make, message = Q3_WRONG[case]
+    root = tmp_path / "root"
+    make(root, team)
+    fails("ex05_q3", message, saved_root=root)
+
+
+def test_ex05_q3_not_a_path(team):
+    fails("ex05_q3", "should be the folder's path", saved_root=team)
+
+
+# ---------------------------------------------------------------------------------------------- Q4
+def _serve(model, prompts, adapters):
+    return complete(model, load_tokenizer(), prompts, adapter_names=adapters)
+
+
+def _serve_generate(model, prompts, adapters):
+    tok = load_tokenizer()
+    inputs = tok(prompts, return_tensors="pt", padding=True, padding_side="left")
+    out = model.generate(**inputs, adapter_names=list(adapters), max_new_tokens=24, do_sample=False,
+                         pad_token_id=tok.pad_token_id)
+    texts = tok.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+    return [t.split("\n")[0] for t in texts]
+
+
+def _single(model, prompts, adapters):
     out = []
-    for name, prompt in zip(names, prompts):
+    for name, prompt in zip(adapters, prompts):
         if name == "__base__":
             with model.disable_adapter():
-                out.append(complete(model, tok, prompt))
+                out.append(complete(model, load_tokenizer(), prompt))
         else:
             model.set_adapter(name)
-            out.append(complete(model, tok, prompt))
+            out.append(complete(model, load_tokenizer(), prompt))
     return out
 
 
-def test_ex05_q4(capsys, tok):
+def _answers(serve=_serve):
+    prompts, adapters = ex05.learner_batch("ci")
     model = _both()
-    prompts, names = mixed_prompts(), [n for n, _ in MIXED_ROWS]
-    mixed = complete(model, tok, prompts, adapter_names=names)
-    single = _single_runs(model, tok, prompts, names)
-    passes("ex05_q4", capsys, mixed=mixed, single=single)
-    base = load_base_model()  # the base row from a separate plain model instead of disable_adapter
-    alt_single = single[:2] + [complete(base, tok, prompts[2])]
-    passes("ex05_q4", capsys, mixed=tuple(mixed), single=alt_single)
+    return dict(serve=serve, mixed=_serve(model, prompts, adapters), single=_single(model, prompts, adapters))
+
+
+@pytest.mark.parametrize("serve", [_serve, _serve_generate], ids=["complete", "generate"])
+def test_ex05_q4_right(serve, capsys):
+    passes("ex05_q4", capsys, **_answers(serve))
+
+
+def test_ex05_q4_right_base_row_from_plain_model(capsys):
+    answers = _answers()
+    prompts, adapters = ex05.learner_batch("ci")
+    answers["single"] = [complete(load_base_model(), load_tokenizer(), p) if n == "__base__" else s
+                         for n, p, s in zip(adapters, prompts, answers["single"])]
+    passes("ex05_q4", capsys, **answers)
+
+
+def _no_names(model, prompts, adapters):
+    return complete(model, load_tokenizer(), prompts)
+
+
+def _reversed(model, prompts, adapters):
+    return complete(model, load_tokenizer(), prompts, adapter_names=list(adapters)[::-1])
+
+
+def _reused(model, prompts, adapters):   # the learner's own results, reused
+    return _answers()["mixed"]
+
+
+def _short(model, prompts, adapters):
+    return complete(model, load_tokenizer(), prompts, adapter_names=adapters, max_new_tokens=3)
+
+
+def _raising(model, prompts, adapters):
+    raise RuntimeError("no")
+
+
+Q4_WRONG_SERVE = {
+    "one row at a time": (_single, r"ran the model on \[1\] row"),
+    "no adapter names": (_no_names, "without per-row adapter names"),
+    "names reversed": (_reversed, "not the rows' own"),
+    "reused results": (_reused, "has 4 rows; the batch has 3|returned without running the model"),
+    "cut short": (_short, r"on a new batch, `serve`'s row \d is not what"),
+    "raises": (_raising, "raised RuntimeError"),
+    "not a function": ("complete", "should be a function"),
+}
+
+
+@pytest.mark.parametrize("case", Q4_WRONG_SERVE)
+def test_ex05_q4_wrong_serve(case):
+    serve, message = Q4_WRONG_SERVE[case]
+    fails("ex05_q4", message, **_answers(serve))
+
+
+def test_ex05_q4_wrong_answers(monkeypatch):
+    answers = _answers()
+    prompts, adapters = ex05.learner_batch("ci")
+    model = _both()
     model.set_adapter("english_ner")
-    one_adapter = complete(model, tok, prompts)
-    fails("ex05_q4", "`mixed` row 1 is not what spanish_sentiment writes", mixed=one_adapter, single=single)
-    fails("ex05_q4", "`mixed` row 0", mixed=complete(model, tok, prompts, adapter_names=names[::-1]), single=single)
-    fails("ex05_q4", "`single` row 2 is not what __base__ writes", mixed=mixed, single=single[:2] + [one_adapter[2]])
-    fails("ex05_q4", "has 2 rows", mixed=mixed[:2], single=single)
-    fails("ex05_q4", "should be a list of 3 texts", mixed=" ".join(mixed), single=single)
-    fails("ex05_q4", "should hold the generated texts", mixed=mixed, single=[AlwaysEqual()] * 3)
+    one_adapter = complete(model, load_tokenizer(), prompts)
+    fails("ex05_q4", r"`mixed` row \d is not what \w+ writes .* in the mixed batch", **{**answers, "mixed": one_adapter})
+    fails("ex05_q4", r"`single` row \d is not what \w+ writes for its prompt on its own",
+          **{**answers, "single": one_adapter})
+    fails("ex05_q4", "has 2 rows", **{**answers, "mixed": answers["mixed"][:2]})
+    fails("ex05_q4", "should be a list of 4 texts", **{**answers, "mixed": " ".join(answers["mixed"])})
+    fails("ex05_q4", "should hold the generated texts", **{**answers, "single": [AlwaysEqual()] * 4})
+    old = ex05.mixed_prompts()   # the exercise's old fixed batch
+    fails("ex05_q4", "has 3 rows", **{**answers, "mixed": _serve(_both(), old, [n for n, _ in ex05.MIXED_ROWS])})
+    monkeypatch.setenv("COURSE_LEARNER", "bob")   # ci's texts, handed in by bob
+    assert learner_seed("bob") != learner_seed("ci")
+    fails("ex05_q4", "`mixed` row", **answers)
 
 
+def test_ex05_q3_other_learner(tmp_path, monkeypatch, team):
+    """Learner ci's right folder, handed in by bob, holds the wrong retuned weights."""
+    _save_each(team, tmp_path / "ci")
+    monkeypatch.setenv("COURSE_LEARNER", "bob")
+    fails("ex05_q3", "does not hold the weights of team's spanish_sentiment", saved_root=tmp_path / "ci")
+
+
+def test_ex05_data_is_per_learner():
+    """Each learner gets their own sentence, batch and retuned weights; the probes' inputs are new to them."""
+    ci, bob = learner_seed("ci"), learner_seed("bob")
+    assert ex05.sentence_for(ci) != ex05.sentence_for(bob)
+    assert ex05.batch_for(ci) != ex05.batch_for(bob)
+    assert not torch.equal(*(ex05.retuned_weights(s, "english_ner")[k] for s in (ci, bob)
+                             for k in [sorted(ex05.retuned_weights(ci, "english_ner"))[1]]))
+    assert ex05.sentence_for(ci) not in {ex05.sentence_for(ci, f"probe{i}") for i in range(ex05.PROBE_SENTENCES)}
+    for salt, rows in ex05.PROBE_BATCHES:
+        batch = ex05.batch_for(ci, salt, rows)
+        assert len(batch) == rows and {n for n, _ in batch} == {*NAMES, "__base__"}
+        assert not {p for _, p in batch} <= {p for _, p in ex05.batch_for(ci)}

@@ -1,117 +1,399 @@
-"""Exercise 5 (lesson 5, several adapters on one base): the data it gives, and the judges of its questions."""
+"""Exercise 5 (lesson 5, several adapters on one base): the per-learner data it gives, and the judges of its questions.
+
+Q1 takes a PeftModel or a plain transformers model with adapters from ``load_adapter`` (rebuilt here from its tensors).
+Q2 and Q4's functions are run by probes on a fresh model and seeded inputs the learner never saw (Q4's probe records
+each forward pass's rows and adapter names). Q3's adapters are retuned per learner: a copy of the shipped ones fails.
+"""
 from __future__ import annotations
 
+import random
+import tempfile
+import warnings
+from contextlib import contextmanager
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+import transformers
+from peft import PeftModel, get_peft_model
+from peft.tuners.lora import LoraLayer
+from safetensors.torch import load_file, save_file
+
 from ...adapter_format import CONFIG_FILE, WEIGHTS_FILE
+from ...assets import ADAPTER_NAMES
 from ...generation import complete
+from ...learner import learner_seed
+from ...messages import one_line
+from ...models import load_base_model
 from ...shipped import shipped_adapter
-from ...tasks import ner_prompt, sentiment_prompt
-from ..evidence import Evidence
+from ...tasks import _LOC, _NER_TEMPLATES, _ORG, _PER, _ner_sentence, _review, ner_prompt, sentiment_prompt
+from ..evidence import MAX_ADAPTERS, Evidence, Opaque, lora_config_from
 from ..evidence import type_name as type_of
-from .common import (
-    Question,
-    active,
-    adapter_folder,
-    folder,
-    holds_file,
-    notebook_type,
-    peft_model,
-    reload,
-    require,
-    same_logits,
-    shipped,
-    tokenizer,
-)
+from . import common
+from .common import Question, adapter_folder, folder, notebook_type, reload, require, same_logits, shipped, tokenizer
 
-# The sentence exercise 5 asks the learner to tag with the english_ner adapter.
-NER_SENTENCE = "Elena met Omar in Lisbon."
-# The review of exercise 5's mixed batch.
-REVIEW = "La comida fue excelente y el servicio muy amable."
-MIXED_ROWS = (("english_ner", "sentence"), ("spanish_sentiment", "review"), ("__base__", "sentence"))
+BASE = "__base__"
+PROBE_SENTENCES, PROBE_BATCHES = 3, (("probe-a", 3), ("probe-b", 5))   # the unseen inputs of Q2's and Q4's probes
+# The fixed data of the exercise's first version: unused, kept only because checks.py still re-exports them.
+NER_SENTENCE, REVIEW = "Elena met Omar in Lisbon.", "La comida fue excelente y el servicio muy amable."
+MIXED_ROWS = (("english_ner", "sentence"), ("spanish_sentiment", "review"), (BASE, "sentence"))
+mixed_prompts = lambda: [ner_prompt(NER_SENTENCE), sentiment_prompt(REVIEW), ner_prompt(NER_SENTENCE)]  # noqa: E731
+_TEMPLATES = tuple(t for t in _NER_TEMPLATES if any(w in t for w in ("flew", "rained", "signed")))  # discriminate most
 
 
-def mixed_prompts() -> list[str]:
-    """Exercise 5 Q4: the three prompts of the mixed batch, in order (see MIXED_ROWS for the adapter of each row)."""
-    texts = {"sentence": ner_prompt(NER_SENTENCE), "review": sentiment_prompt(REVIEW)}
-    return [texts[kind] for _, kind in MIXED_ROWS]
+# ============================================================================ the data (learner's kernel and checker)
+@contextmanager
+def _quiet():
+    """No library warnings or load reports (a given cell's output stays the same on every run)."""
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        transformers.logging.set_verbosity(verbosity)
 
 
-def _matches_shipped(model, name: str) -> None:
-    require(holds_file(model, name, shipped_adapter(name) / WEIGHTS_FILE),
-            f"the adapter named {name!r} does not hold the weights of the shipped {name} adapter.")
+def _fresh_two() -> PeftModel:
+    """A new base with both shipped adapters, spanish_sentiment active (probes pass it to the learner's functions)."""
+    with _quiet():
+        model = PeftModel.from_pretrained(load_base_model(), str(shipped_adapter(ADAPTER_NAMES[0])),
+                                          adapter_name=ADAPTER_NAMES[0])
+        model.load_adapter(str(shipped_adapter(ADAPTER_NAMES[1])), adapter_name=ADAPTER_NAMES[1])
+    return model.eval()
+
+
+_two = lru_cache(maxsize=1)(_fresh_two)   # the checker's own copy (callers set the adapter they need)
+
+
+def _run(adapter: str, prompt: str) -> str:
+    """What ``adapter`` (``__base__``: none) writes for ``prompt`` alone, with the checker's model."""
+    model = _two()
+    if adapter == BASE:
+        with model.disable_adapter():
+            return complete(model, tokenizer(), prompt)
+    model.set_adapter(adapter)
+    return complete(model, tokenizer(), prompt)
+
+
+@lru_cache(maxsize=64)
+def ner_outputs(sentence: str) -> dict[str, str]:
+    """The right NER output for ``sentence``, and what the wrong adapter or the wrong prompt writes instead."""
+    return {"right": _run("english_ner", ner_prompt(sentence)),
+            "the sentiment prompt": _run("english_ner", sentiment_prompt(sentence)),
+            "spanish_sentiment": _run("spanish_sentiment", ner_prompt(sentence)),
+            "the base model": _run(BASE, ner_prompt(sentence))}
+
+
+def _candidate(rng: random.Random) -> tuple[str, str]:
+    template = rng.choice(_TEMPLATES)
+    values = {f"{kind}{i}": word for kind, words in (("PER", _PER), ("LOC", _LOC), ("ORG", _ORG))
+              for i, word in zip(("", "2"), rng.sample(words, 2))}
+    tags = sorted((template.index("{" + k + "}"), f"{v} ({k.rstrip('2')})") for k, v in values.items()
+                  if "{" + k + "}" in template)
+    return template.format(**values), ", ".join(t for _, t in tags)
+
+
+@lru_cache(maxsize=16)
+def sentence_for(seed: int, salt: str = "answer") -> str:
+    """A sentence (course word lists) english_ner tags right, unlike the wrong adapter, the base or the wrong prompt."""
+    rng = random.Random(f"ex05-{seed}-{salt}")
+    for _ in range(200):
+        sentence, gold = _candidate(rng)
+        outs = dict(ner_outputs(sentence))
+        right = outs.pop("right").strip()
+        if right == gold and right not in {o.strip() for o in outs.values()}:
+            return sentence
+    raise RuntimeError("no discriminating sentence found")  # never seen: ~90% of candidates qualify
+
+
+def learner_sentence(learner: str) -> str:
+    """Exercise 5 Q2: the learner's sentence to tag."""
+    return sentence_for(learner_seed(learner))
+
+
+def batch_for(seed: int, salt: str = "answer", rows: int = 4) -> tuple[tuple[str, str], ...]:
+    """``rows`` (adapter, prompt) pairs: every adapter and the base at least once, in a seeded order."""
+    rng = random.Random(f"ex05-{seed}-{salt}")
+    names = [*ADAPTER_NAMES, BASE] + [rng.choice((*ADAPTER_NAMES, BASE)) for _ in range(rows - 3)]
+    rng.shuffle(names)
+    return tuple((n, sentiment_prompt(_review(rng)[0]) if n == "spanish_sentiment" or n == BASE and rng.random() < 0.5
+                  else ner_prompt(_ner_sentence(rng)[0])) for n in names)
+
+
+def learner_batch(learner: str) -> tuple[list[str], list[str]]:
+    """Exercise 5 Q4: the learner's mixed batch, as (prompts, adapter names)."""
+    rows = batch_for(learner_seed(learner))
+    return [p for _, p in rows], [n for n, _ in rows]
+
+
+@lru_cache(maxsize=8)
+def retuned_weights(seed: int, name: str) -> dict:
+    """The shipped adapter ``name`` after the teammate's per-learner retuning (every lora_B moved a little)."""
+    state = load_file(str(shipped_adapter(name) / WEIGHTS_FILE))
+    gen = torch.Generator().manual_seed(seed * 2 + ADAPTER_NAMES.index(name))
+    return {k: t + 0.2 * t.abs().mean() * torch.randn(t.shape, generator=gen) if "lora_B" in k else t
+            for k, t in sorted(state.items())}
+
+
+def _retuned_folder(seed: int, name: str, target: Path) -> Path:
+    target.mkdir(parents=True, exist_ok=True)
+    (target / CONFIG_FILE).write_bytes((shipped_adapter(name) / CONFIG_FILE).read_bytes())
+    save_file(retuned_weights(seed, name), str(target / WEIGHTS_FILE), metadata={"format": "pt"})
+    return target
+
+
+def teammate_model(learner: str):
+    """Exercise 5 Q3: a plain transformers model with both adapters retuned for ``learner`` (nothing on disk)."""
+    seed = learner_seed(learner)
+    model = load_base_model()
+    with tempfile.TemporaryDirectory() as tmp, _quiet():
+        for name in ADAPTER_NAMES:
+            model.load_adapter(str(_retuned_folder(seed, name, Path(tmp) / name)), adapter_name=name)
+    return model.eval()
+
+
+@lru_cache(maxsize=4)
+def _retuned_reference(seed: int, name: str) -> PeftModel:
+    with tempfile.TemporaryDirectory() as tmp:
+        return reload(_retuned_folder(seed, name, Path(tmp) / name)).eval()
+
+
+# ============================================================================ Q1: both adapters on one base
+def _layers(model) -> dict:
+    """In the learner's kernel: which adapters the model's LoRA layers run (PeftModel or plain transformers)."""
+    layers = [m for m in model.modules() if isinstance(m, LoraLayer)] if isinstance(model, torch.nn.Module) else []
+    return {"layers": len(layers), "active": sorted({tuple(m.active_adapters) for m in layers}),
+            "disabled": any(m.disable_adapters for m in layers)}
+
+
+def _from_plain(ev: Evidence, name: str, info: dict) -> PeftModel:
+    """A plain transformers model with adapters (``load_adapter``), rebuilt by the checker from its tensors."""
+    adapters = info["adapters"]
+    require(len(adapters) <= MAX_ADAPTERS, f"`{name}` holds {len(adapters)} adapters.")
+    configs = {str(k): lora_config_from(v, for_rebuild=True) for k, v in adapters.items()}
+    require(not any(isinstance(c, Opaque) for c in configs.values()), f"`{name}` holds an adapter that is not LoRA.")
+    (first, config), *rest = configs.items()
+    model = get_peft_model(load_base_model(), config, adapter_name=first)
+    for other, cfg in rest:
+        model.add_adapter(other, cfg)
+    where = (ev.folder / str(ev.raw(name).get("dir") or ev.raw(name).get("as"))).resolve()
+    require(where.is_relative_to(ev.folder.resolve()) and not (where / "state.safetensors").is_symlink(),
+            "the evidence names a file outside its folder.")
+    state = {"base_model.model." + k: v for k, v in load_file(str(where / "state.safetensors")).items()}
+    own = model.state_dict()
+    odd = [k for k, v in state.items() if k not in own or own[k].shape != v.shape]
+    require(not odd, f"the layers of `{name}` do not match its adapter configs (e.g. {odd[:1]}).")
+    require(all(k in state for k in own if "lora_" in k), f"`{name}` lacks some of its adapters' tensors.")
+    with torch.no_grad():
+        for key, tensor in state.items():
+            own[key].copy_(tensor.to(own[key].dtype))
+    return model.eval()
+
+
+def as_peft(ev: Evidence, name: str) -> PeftModel:
+    """The model answer ``name`` as a PeftModel: rebuilt from the evidence, whichever library loaded its adapters."""
+    obj = ev.value(name)
+    if isinstance(obj, PeftModel):
+        return obj
+    notebook_type(obj, name)
+    info = ev.model_info(name)
+    require(info.get("base_class") == "GPT2LMHeadModel" and info.get("adapters"),
+            f"`{name}` is a {type_of(obj)} with no adapters loaded: load the shipped adapters onto a base model (lesson 5).")
+    return _from_plain(ev, name, info)
+
+
+def active_adapter(ev: Evidence, name: str) -> str:
+    """The one adapter the LoRA layers of answer ``name`` run, as the probe read it."""
+    state = ev.probe("active_state") or {}
+    require(isinstance(state, dict) and state.get("layers"), f"`{name}` has no LoRA layers.")
+    require(not state.get("disabled"), f"the adapters of `{name}` are disabled: enable them (lesson 5, section 2).")
+    sets = state.get("active") or []
+    require(len(sets) == 1 and len(sets[0]) == 1, f"`{name}` runs {', '.join(map(str, sets)) or 'no adapter'}: "
+                                                  "activate exactly one adapter.")
+    return sets[0][0]
 
 
 def _q1(ev: Evidence) -> str:
-    """Lesson 5: both shipped adapters loaded onto one base, under their own names."""
-    model = peft_model(ev, "model")
+    """Lesson 5 (sections 1 and 4): both shipped adapters on one base, each under its own name, spanish_sentiment
+    active; the logits of each are the checker's own load of that adapter."""
+    model = as_peft(ev, "model")
     names = sorted(model.peft_config)
-    for name in ("spanish_sentiment", "english_ner"):
-        require(name in names, f"no adapter named {name!r} (the model has {names}).")
-        _matches_shipped(model, name)
-    return "spanish_sentiment and english_ner loaded on one base with the shipped weights"
+    for name in ADAPTER_NAMES:
+        require(name in names, f"no adapter named {name!r} (the model has {names}): name each adapter when you load it.")
+        require(common.holds(model, name, load_file(str(shipped_adapter(name) / WEIGHTS_FILE))),
+                f"the adapter named {name!r} does not hold the weights of the shipped {name} adapter.")
+    now = active_adapter(ev, "model")
+    require(now == "spanish_sentiment", f"the active adapter is {now!r}; the task asks for spanish_sentiment (which "
+                                        "adapter a load activates: lesson 5, sections 1 and 4).")
+    for name in ADAPTER_NAMES:
+        model.base_model.set_adapter(name)
+        same_logits(shipped(name), model, f"`model` with {name} active")
+    return "both shipped adapters on one base, spanish_sentiment active; each gives its shipped logits"
+
+
+# ============================================================================ Q2: tag with the NER adapter
+def _function(ev: Evidence, name: str) -> None:
+    fn = ev.value(name)
+    require(isinstance(fn, Opaque) and fn.function, f"`{name}` should be a function, not a {type_of(fn)}.")
+
+
+def _call(fn, *args):
+    try:
+        return fn(*args)
+    except Exception as exc:  # noqa: BLE001 - the learner's function failed: that is the evidence
+        return {"raised": one_line(exc)}
+
+
+def _probe_q2(answers: dict) -> dict:
+    """In the learner's kernel: ``model``'s active adapter; ``tag`` run on unseen sentences, on fresh models."""
+    out = {"active_state": _layers(answers.get("model"))}
+    tag = answers.get("tag")
+    if callable(tag):
+        seed = learner_seed()
+        out["tags"] = [_call(tag, _fresh_two(), sentence_for(seed, f"probe{i}")) for i in range(PROBE_SENTENCES)]
+    return out
+
+
+def _tag_ok(text, sentence: str, where: str) -> None:
+    """``text`` is english_ner's output for ``sentence``; else the ✗ says which wrong adapter or prompt wrote it."""
+    notebook_type(text, where)
+    require(not (isinstance(text, dict) and "raised" in text),
+            f"`tag` raised {isinstance(text, dict) and text.get('raised')} on a new sentence.")
+    require(isinstance(text, str), f"{where} should be the generated text (a str), not a {type_of(text)}.")
+    outs = ner_outputs(sentence)
+    why = next((f"that is what {k} writes" + (" with the NER adapter" if "prompt" in k else "")
+                for k, v in outs.items() if k != "right" and text.strip() == v.strip()), "that is not what english_ner "
+                                                                                         "writes for it")
+    require(text.strip() == outs["right"].strip(), f"{where}: {why} ({sentence!r}): switch to english_ner and generate "
+                                                   "on the NER prompt (lesson 5, section 2).")
 
 
 def _q2(ev: Evidence) -> str:
-    """Lesson 5: the NER adapter switched on, and its greedy output on NER_SENTENCE."""
-    model = peft_model(ev, "model")
-    now = active(model, "model")
-    require(now == "english_ner", f"the active adapter is {now!r}, not english_ner.")
-    text = ev.value("ner_output")
-    notebook_type(text, "ner_output")
-    require(isinstance(text, str), f"`ner_output` should be the generated text, not a {type_of(text)}.")
-    expected = complete(shipped("english_ner"), tokenizer(), ner_prompt(NER_SENTENCE))
-    require(text.strip() == expected.strip(), "that is not what english_ner writes for the sentence: "
-                                              "generate with the NER adapter active, on the NER prompt.")
-    return f"english_ner active; it tags the sentence as {text.strip()!r}"
+    """Lesson 5 (section 2): `tag` switches a model to english_ner and tags a sentence on the NER prompt; it is run
+    on sentences the learner never saw; the learner's own sentence and model are checked too."""
+    _function(ev, "tag")
+    sentence = sentence_for(ev.seed)
+    _tag_ok(ev.value("ner_output"), sentence, "`ner_output`")
+    tags = ev.probe("tags")
+    require(isinstance(tags, list) and len(tags) == PROBE_SENTENCES, "`tag` was not run on the new sentences.")
+    for i, text in enumerate(tags):
+        _tag_ok(text, sentence_for(ev.seed, f"probe{i}"), "on a model with spanish_sentiment active, `tag`")
+    now = active_adapter(ev, "model")
+    require(now == "english_ner", f"`model`'s active adapter is {now!r}: `tag` should switch the model to english_ner.")
+    return f"english_ner active; `tag` tags new sentences right; yours: {ner_outputs(sentence)['right'].strip()!r}"
+
+
+# ============================================================================ Q3: save both adapters of a plain model
+def _same_tensors(a: dict, b: dict) -> bool:
+    return set(a) == set(b) and all(torch.equal(a[k].float(), b[k].float()) for k in b)
 
 
 def _q3(ev: Evidence) -> str:
-    """Lesson 5: both adapters saved under one folder so that each reloads on its own."""
+    """Lesson 5 (section 4): both of team's retuned adapters saved, each in its own subfolder of one folder; the files
+    hold team's weights (not the shipped ones) and reload to the checker's own logits."""
     root = folder(ev, "saved_root")
-    for name in ("spanish_sentiment", "english_ner"):
+    for name in ADAPTER_NAMES:
         sub = root / name
-        require((sub / CONFIG_FILE).is_file(),
-                f"no {name}/{CONFIG_FILE} under the folder: save both adapters in one folder.")
+        require((sub / CONFIG_FILE).is_file(), f"no {name}/{CONFIG_FILE} under the folder" + (
+            ": its root holds one adapter; a plain transformers model's save_pretrained writes only its active adapter "
+            "(lesson 5, section 4)." if (root / CONFIG_FILE).is_file() else ": save each of team's adapters into its own "
+            "subfolder."))
         adapter_folder(sub)
-        require((sub / WEIGHTS_FILE).is_file(), f"no {WEIGHTS_FILE} in {name}/: save with the default format.")
-        same_logits(shipped(name), reload(sub), f"the {name} adapter reloaded from {name}/")
-    return "each adapter reloads from its subfolder and gives the shipped adapter's logits"
+        saved = common.weights_of(sub)
+        require(not _same_tensors(saved, load_file(str(shipped_adapter(name) / WEIGHTS_FILE))),
+                f"{name}/ holds the shipped {name} adapter, not the retuned one in `team`: save team's adapters "
+                "(a copy of the shipped folder is not what team holds).")
+        require(_same_tensors(saved, retuned_weights(ev.seed, name)),
+                f"{name}/ does not hold the weights of team's {name} adapter: save `team` itself, with that adapter "
+                "active.")
+        same_logits(_retuned_reference(ev.seed, name), reload(sub), f"the {name} adapter reloaded from {name}/")
+    return "team's two retuned adapters, each in its own subfolder, reload to the right logits"
 
 
-def _row_texts(ev: Evidence, name: str) -> list[str]:
-    value = ev.value(name)
+# ============================================================================ Q4: one mixed batch
+def _recorder(model, calls: list):
+    """A hook on the first LoRA layer: the rows of each forward pass and the adapter names peft passed for them."""
+    layer = next(m for m in model.modules() if isinstance(m, LoraLayer))
+
+    def hook(_module, args, kwargs, _result):
+        names = kwargs.get("adapter_names")
+        entry = [int((args[0] if args else kwargs["x"]).shape[0]), None if names is None else list(names)]
+        if entry not in calls:
+            calls.append(entry)
+    return layer.register_forward_hook(hook, with_kwargs=True)
+
+
+def _probe_q4(answers: dict) -> dict:
+    """In the learner's kernel: ``serve`` run on unseen seeded batches with a fresh model, recording its forwards."""
+    serve = answers.get("serve")
+    if not callable(serve):
+        return {}
+    out = {}
+    for salt, rows in PROBE_BATCHES:
+        batch = batch_for(learner_seed(), salt, rows)
+        model, calls = _fresh_two(), []   # a model of its own: the hook goes with it
+        _recorder(model, calls)
+        out[salt] = {"texts": _call(serve, model, [p for _, p in batch], [n for n, _ in batch]), "calls": calls}
+    return out
+
+
+@lru_cache(maxsize=8)
+def mixed_expected(batch: tuple[tuple[str, str], ...]) -> list[str]:
+    return complete(_two(), tokenizer(), [p for _, p in batch], adapter_names=[n for n, _ in batch])
+
+
+def _texts(value, name: str, rows: int) -> list[str]:
     notebook_type(value, name)
-    require(isinstance(value, (list, tuple)), f"`{name}` should be a list of 3 texts, not a {type_of(value)}.")
-    require(len(value) == len(MIXED_ROWS), f"`{name}` has {len(value)} rows; the batch has {len(MIXED_ROWS)}.")
-    require(all(isinstance(v, str) for v in value), f"`{name}` should hold the generated texts (strings).")
-    return list(value)
+    require(not (isinstance(value, dict) and "raised" in value),
+            f"`serve` raised {isinstance(value, dict) and value.get('raised')} on a new batch.")
+    require(isinstance(value, (list, tuple)), f"{name} should be a list of {rows} texts, not a {type_of(value)}.")
+    require(len(value) == rows, f"{name} has {len(value)} rows; the batch has {rows}.")
+    require(all(isinstance(v, str) for v in value), f"{name} should hold the generated texts (strings).")
+    return [v.strip() for v in value]
+
+
+def _rows_match(got: list[str], batch, expected: list[str], name: str, hint: str) -> None:
+    for i, ((adapter, _), text, want) in enumerate(zip(batch, got, expected)):
+        require(text == want.strip(), f"{name} row {i} is not what {adapter} writes for its prompt{hint}.")
+
+
+def _one_call(calls, names: list[str]) -> None:
+    require(isinstance(calls, list) and calls, "`serve` returned without running the model it was given on the batch.")
+    rows = {c[0] for c in calls if isinstance(c, list) and c}
+    require(rows == {len(names)}, f"`serve` ran the model on {sorted(rows)} row(s) at a time: answer the whole batch "
+                                  "in one call (lesson 5, section 3).")
+    got = [c[1] for c in calls]
+    require(all(g is not None for g in got), "`serve` ran the batch without per-row adapter names: each row gets "
+                                             "the active adapter then (lesson 5, section 3).")
+    require(all(g == names for g in got), "`serve` passed adapter names that are not the rows' own, in their order.")
 
 
 def _q4(ev: Evidence) -> str:
-    """Lesson 5: one mixed-adapter batch, checked row by row against one-adapter-at-a-time runs."""
-    mixed, single = _row_texts(ev, "mixed"), _row_texts(ev, "single")
-    tok = tokenizer()
-    both = reload(shipped_adapter("spanish_sentiment"), adapter_name="spanish_sentiment")
-    both.load_adapter(str(shipped_adapter("english_ner")), adapter_name="english_ner")
-    prompts = mixed_prompts()
-    names = [name for name, _ in MIXED_ROWS]
-    expected_mixed = complete(both, tok, prompts, adapter_names=names)
-    for i, (name, _) in enumerate(MIXED_ROWS):
-        if name == "__base__":
-            with both.disable_adapter():
-                alone = complete(both, tok, prompts[i])
-        else:
-            both.set_adapter(name)
-            alone = complete(both, tok, prompts[i])
-        require(single[i] == alone, f"`single` row {i} is not what {name} writes for its prompt on its own.")
-        require(mixed[i] == expected_mixed[i], f"`mixed` row {i} is not what {name} writes in the mixed batch: "
-                                               "pass one adapter name per row, in the batch's order.")
+    """Lesson 5 (sections 2 and 3): `serve` answers a batch in one call with one adapter per row; it is run on
+    seeded batches the learner never saw; `mixed` and `single` answer the learner's own batch."""
+    _function(ev, "serve")
+    batch = batch_for(ev.seed)
+    mixed = _texts(ev.value("mixed"), "`mixed`", len(batch))
+    _rows_match(mixed, batch, mixed_expected(batch), "`mixed`", " in the mixed batch: pass one adapter name per row, "
+                                                                "in the batch's order")
+    single = _texts(ev.value("single"), "`single`", len(batch))
+    _rows_match(single, batch, [_run(n, p) for n, p in batch], "`single`", " on its own (only that adapter on, or "
+                                                                           "none for __base__)")
+    for salt, rows in PROBE_BATCHES:
+        seen = ev.probe(salt) or {}
+        new = batch_for(ev.seed, salt, rows)
+        got = _texts(seen.get("texts"), f"on a new batch of {rows}, `serve`'s answer", rows)
+        _one_call(seen.get("calls"), [n for n, _ in new])
+        _rows_match(got, new, mixed_expected(new), "on a new batch, `serve`'s", "")
     same = sum(m == s for m, s in zip(mixed, single))
-    return f"each of the {len(names)} rows right; {same} of {len(names)} rows equal their one-adapter run"
+    return f"`serve` answers new batches in one call; {same} of {len(batch)} rows equal their one-adapter run"
 
 
 QUESTIONS = (
-    Question("ex05_q1", 2, ("model",), _q1),
-    Question("ex05_q2", 2, ("ner_output", "model"), _q2),
+    Question("ex05_q1", 2, ("model",), _q1, probe=lambda answers: {"active_state": _layers(answers.get("model"))}),
+    Question("ex05_q2", 2, ("tag", "ner_output", "model"), _q2, probe=_probe_q2),
     Question("ex05_q3", 2, ("saved_root",), _q3),
-    Question("ex05_q4", 3, ("mixed", "single"), _q4),
+    Question("ex05_q4", 3, ("serve", "mixed", "single"), _q4, probe=_probe_q4),
 )
