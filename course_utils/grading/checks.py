@@ -19,7 +19,6 @@ from . import EVIDENCE_ENV, evidence
 from .check import none_message, verdict
 from .questions import QUESTIONS
 from .questions.ex01 import teammate_update
-from .questions.ex05 import MIXED_ROWS, NER_SENTENCE, REVIEW, mixed_prompts
 from .questions.ex06 import entity_colleague
 from .questions.ex07 import renamed_colleague
 from .questions.given import RANK_SEED, broken_rank_folder, given_adapter, memory_budget
@@ -27,8 +26,8 @@ from .questions.given import RANK_SEED, broken_rank_folder, given_adapter, memor
 CHECKS = QUESTIONS   # id -> Question (points, answers, judge)
 SELF_CHECK = "self-check; the grader's verdict counts"
 
-__all__ = ["CHECKS", "CheckFailed", "MIXED_ROWS", "NER_SENTENCE", "RANK_SEED", "REVIEW", "broken_rank_folder",
-           "check", "entity_colleague", "given_adapter", "learner", "memory_budget", "mixed_prompts", "renamed_colleague",
+__all__ = ["CHECKS", "CheckFailed", "RANK_SEED", "broken_rank_folder",
+           "check", "entity_colleague", "given_adapter", "learner", "memory_budget", "renamed_colleague",
            "stub_message", "teammate_update"]
 
 
