@@ -143,7 +143,7 @@ def _q3(ev: Evidence) -> str:
     require(gap <= COMBINED_ATOL, f"the reloaded adapter does not compute {w_es:g} × spanish_sentiment + {w_ner:g} × "
                                   f"english_ner (max |logit difference| {gap:.1e} from both active with those "
                                   f"weights, allowed {COMBINED_ATOL:g}).")
-    return f"reloads from {path.name}/ and computes {w_es:g} × es + {w_ner:g} × ner (max |difference| {gap:.1e})"
+    return f"reloads from {path.name}/ and computes {w_es:g} × es + {w_ner:g} × ner (within {COMBINED_ATOL:g})"
 
 
 QUESTIONS = (
