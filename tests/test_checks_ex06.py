@@ -288,6 +288,8 @@ WRONG_Q3 = [
     (breaks, lambda r, a: ckpt(r, is_trainable=True), "raised KeyError"),
     (lambda run: 3, lambda r, a: ckpt(r, is_trainable=True), "should return the checkpoint's path, not a int"),
     (None, lambda r, a: ckpt(r, is_trainable=True), "`best_checkpoint` is still None"),
+    ("checkpoint-100", lambda r, a: ckpt(r, is_trainable=True), "should be a function of a run folder, not a str"),
+    (AlwaysEqual(), lambda r, a: ckpt(r, is_trainable=True), "should be a function"),
     (best_checkpoint, lambda r, a: ckpt(r, LAST, is_trainable=True), f"holds {LAST}, not the checkpoint with"),
     (best_checkpoint, lambda r, a: ckpt(r), "are frozen"),
     (best_checkpoint, lambda r, a: ckpt(r).train(), "are frozen"),

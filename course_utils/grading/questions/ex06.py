@@ -270,6 +270,10 @@ def _probe_q3(answers: dict) -> dict:
 
 
 def _function_finds_best(ev: Evidence) -> None:
+    given = ev.value("best_checkpoint")
+    notebook_type(given, "best_checkpoint")
+    require(getattr(given, "function", False), f"`best_checkpoint` should be a function of a run folder, not a "
+                                               f"{type_name(given)}: the check runs it on other runs.")
     for k in range(1, RUN_PROBES + 1):
         got = ev.probe(f"run{k}")
         require(got is not None, "`best_checkpoint` was not tried: define it, run its cell, then the check again.")
