@@ -188,6 +188,14 @@ def test_ex06_q2_leaves_the_load_report_visible(capsys):
     assert (transformers.logging.get_verbosity(), logging.getLogger("transformers").level) == before
 
 
+def test_ex06_q2_self_check_leaves_the_learners_rng_alone(capsys):
+    torch.manual_seed(123)
+    want = torch.rand(3)
+    torch.manual_seed(123)
+    passes("ex06_q2", capsys, config=seq_cls(task_type="SEQ_CLS"))
+    assert torch.equal(torch.rand(3), want)
+
+
 def test_a_classifier_check_builds_a_new_random_head_each_time():
     a, b = _classifier(0).score.weight, _classifier(1).score.weight
     assert not torch.equal(a, b)

@@ -13,6 +13,7 @@ import secrets
 import tempfile
 import warnings
 from contextlib import contextmanager
+from functools import wraps
 from pathlib import Path, PurePath
 
 import torch
@@ -45,6 +46,15 @@ def _train_looking(model) -> None:
         for name, p in model.named_parameters():
             if p.requires_grad:
                 p.add_(torch.randn_like(p) * (0.05 if "lora_" in name else 0.02))
+
+
+def own_rng(judge):
+    """``judge`` run with a torch RNG of its own: a self-check in the learner's kernel leaves theirs as it was."""
+    @wraps(judge)
+    def judged(ev: Evidence) -> str:
+        with torch.random.fork_rng(devices=[]):
+            return judge(ev)
+    return judged
 
 
 def _quiet_save(model, target) -> None:
@@ -92,7 +102,7 @@ def _entity_reference(path: Path):
     """The checker's own load of the snapshot: base resized to the shipped tokenizer, adapter loaded."""
     tok = AutoTokenizer.from_pretrained(str(path))
     base = load_base_model()
-    base.resize_token_embeddings(len(tok))
+    base.resize_token_embeddings(len(tok), mean_resizing=False)   # the folder's rows replace the new ones
     return PeftModel.from_pretrained(base, str(path)).eval(), tok
 
 
@@ -331,7 +341,7 @@ def _q3(ev: Evidence) -> str:
 
 
 QUESTIONS = (
-    Question("ex06_q1", 2, ("fixed",), _q1),
-    Question("ex06_q2", 2, ("config",), _q2),
-    Question("ex06_q3", 2, ("best_checkpoint", "continued"), _q3, (), _probe_q3),
+    Question("ex06_q1", 2, ("fixed",), own_rng(_q1)),
+    Question("ex06_q2", 2, ("config",), own_rng(_q2)),
+    Question("ex06_q3", 2, ("best_checkpoint", "continued"), own_rng(_q3), (), _probe_q3),
 )

@@ -22,7 +22,7 @@ from ...roundtrip import compare_logits, logits_of, sample_batch
 from ...shipped import shipped_adapter
 from ..evidence import Evidence
 from .common import Question, Wrong, active, adapter_folder, folder, holds, peft_model, require, same_logits, tokenizer
-from .ex06 import _given, _quiet_save, _secret_rng
+from .ex06 import _given, _quiet_save, _secret_rng, own_rng
 
 # Two adapters concatenated (cat) compute their weighted sum; float32 sums in another order stay this close.
 COMBINED_ATOL = 1e-4
@@ -147,7 +147,7 @@ def _q3(ev: Evidence) -> str:
 
 
 QUESTIONS = (
-    Question("ex07_q1", 2, ("repaired",), _q1),
+    Question("ex07_q1", 2, ("repaired",), own_rng(_q1)),
     Question("ex07_q2", 2, ("clean_base",), _q2, ("sentiment",)),
     Question("ex07_q3", 2, ("combo_folder",), _q3),
 )
