@@ -321,3 +321,11 @@ def test_ex06_q3_another_learners_run_fails(run, monkeypatch):
     record_given("ex06_given_trainer", run=run)
     fails("ex06_q3", "made for another learner|holds checkpoint", best_checkpoint=best_checkpoint,
           continued=continued)
+
+
+def test_ex06_q1_a_folder_saved_over_after_the_given_cell_fails(tokens, tmp_path):
+    shared = shutil.copytree(tokens[0], tmp_path / "shared")
+    record_given("ex06_given_tokens", shared=shared)
+    base = resized(shared)
+    _fresh(base).save_pretrained(shared)   # saved over the colleague's folder, then "loaded from it"
+    fails("ex06_q1", "does not hold the weights saved in `shared`", fixed=load(shared))

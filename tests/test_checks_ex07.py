@@ -213,3 +213,14 @@ def test_ex07_q3_combined_adapter_wrong_answers(combined, tmp_path, monkeypatch)
     monkeypatch.setenv("COURSE_LEARNER", "bob")   # ci's mix graded as bob's
     assert combo_task("bob") != (W_ES, W_NER)
     fails("ex07_q3", "does not compute", combo_folder=root / "all" / "cat")
+
+
+def test_ex07_q1_the_folder_repaired_in_place_passes_and_saved_over_fails(folders, tmp_path, capsys):
+    theirs = shutil.copytree(folders[0], tmp_path / "theirs")
+    record_given("ex07_given_renamed", theirs=theirs)
+    weights = load_file(theirs / WEIGHTS_FILE)   # the lesson's other fix: rename the keys once, save again
+    save_file({k.replace(f".{PREFIX}", ".", 1): v for k, v in weights.items()}, theirs / WEIGHTS_FILE,
+              metadata={"format": "pt"})
+    passes("ex07_q1", capsys, repaired=load(theirs))
+    get_peft_model(load_base_model(), LoraConfig.from_pretrained(theirs)).save_pretrained(theirs)
+    fails("ex07_q1", "LoRA B matrices of `repaired` are zero", repaired=load(theirs))
