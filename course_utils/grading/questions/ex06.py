@@ -33,7 +33,7 @@ RUN_PROBES = 3   # unseen Trainer runs ``best_checkpoint`` is tried on
 
 
 @contextmanager
-def _secret_rng():
+def secret_rng():
     """torch's RNG seeded from ``secrets`` inside the block; the learner's RNG state is as it was after it."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(secrets.randbits(63))
@@ -41,7 +41,7 @@ def _secret_rng():
 
 
 def _train_looking(model) -> None:
-    """Move every trainable tensor of ``model`` at random, as training would (call inside ``_secret_rng``)."""
+    """Move every trainable tensor of ``model`` at random, as training would (call inside ``secret_rng``)."""
     with torch.no_grad():
         for name, p in model.named_parameters():
             if p.requires_grad:
@@ -57,7 +57,7 @@ def own_rng(judge):
     return judged
 
 
-def _quiet_save(model, target) -> None:
+def quiet_save(model, target) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model.save_pretrained(str(target))
@@ -76,18 +76,18 @@ def entity_colleague(target, learner=None) -> Path:
     target = Path(target)
     tok = load_tokenizer()
     tok.add_special_tokens({"additional_special_tokens": entity_tokens(learner_seed(learner))})
-    with _secret_rng():
+    with secret_rng():
         base = load_base_model()
         base.resize_token_embeddings(len(tok), mean_resizing=False)  # random new rows: only this folder has them
         model = get_peft_model(base, LoraConfig(r=8, lora_alpha=16, target_modules=["c_attn"], fan_in_fan_out=True,
                                                 modules_to_save=["wte"]))
         _train_looking(model)
-    _quiet_save(model, target)
+    quiet_save(model, target)
     tok.save_pretrained(str(target))
     return target
 
 
-def _given(ev: Evidence, given_id: str, name: str) -> Path:
+def given_snapshot(ev: Evidence, given_id: str, name: str) -> Path:
     """The snapshot of folder ``name`` that the given cell ``given_id`` recorded as it ended."""
     snap = ev.earlier(given_id)
     require(snap is not None and snap.has(name), f"the given cell `{given_id}` did not run in this notebook: run "
@@ -117,7 +117,7 @@ def _same_adapter(model, adapter: str, reference) -> bool:
 def _q1(ev: Evidence) -> str:
     """Lesson 6, section 1: an adapter trained with added tokens, loaded from its folder onto a base resized to the
     tokenizer shipped with it (the folder holds the only copy of its weights)."""
-    path = _given(ev, "ex06_given_tokens", "shared")
+    path = given_snapshot(ev, "ex06_given_tokens", "shared")
     reference, tok = _entity_reference(path)
     added = tok.convert_ids_to_tokens(list(range(len(load_tokenizer()), len(tok))))
     require(added == entity_tokens(ev.seed), "the folder `shared` was made for "
@@ -249,13 +249,13 @@ def trainer_run(target, learner=None, seed: int | None = None) -> Path:
     the learner's seed (or ``seed``); the weights from ``secrets``, so only these folders hold them."""
     target = Path(target)
     plan = run_plan(learner_seed(learner) if seed is None else seed)
-    with _secret_rng():
+    with secret_rng():
         model = get_peft_model(load_base_model(), LoraConfig(r=8, lora_alpha=16, target_modules=["c_attn"],
                                                              fan_in_fan_out=True, task_type="CAUSAL_LM"))
         for i, step in enumerate(plan["steps"]):
             _train_looking(model)
             checkpoint = target / f"checkpoint-{step}"
-            _quiet_save(model, checkpoint)
+            quiet_save(model, checkpoint)
             (checkpoint / "trainer_state.json").write_text(json.dumps(_trainer_state(plan, i), indent=2),
                                                            encoding="utf-8")
     return target
@@ -321,7 +321,7 @@ def _q3(ev: Evidence) -> str:
     """Lesson 6, section 3: the best checkpoint of a Trainer run (lowest eval loss, not the last), found by a
     function that works on any run, and loaded to continue training, not wrapped again with get_peft_model."""
     _function_finds_best(ev)
-    run = _given(ev, "ex06_given_trainer", "run")
+    run = given_snapshot(ev, "ex06_given_trainer", "run")
     want = best_name(ev.seed)
     require((run / want).is_dir() and len(list(run.glob("checkpoint-*"))) == len(run_plan(ev.seed)["steps"]),
             "the folder `run` was made for another learner: run the notebook from its first cell.")

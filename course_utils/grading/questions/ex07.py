@@ -22,7 +22,7 @@ from ...roundtrip import compare_logits, logits_of, sample_batch
 from ...shipped import shipped_adapter
 from ..evidence import Evidence
 from .common import Question, Wrong, active, adapter_folder, folder, holds, peft_model, require, same_logits, tokenizer
-from .ex06 import _given, _quiet_save, _secret_rng, own_rng
+from .ex06 import given_snapshot, own_rng, quiet_save, secret_rng
 
 # Two adapters concatenated (cat) compute their weighted sum; float32 sums in another order stay this close.
 COMBINED_ATOL = 1e-4
@@ -43,14 +43,14 @@ def renamed_colleague(target, learner=None) -> Path:
     module paths carry a prefix (seeded, as its shape); its weights are drawn from ``secrets``."""
     target = Path(target)
     plan = renamed_plan(learner_seed(learner))
-    with _secret_rng():
+    with secret_rng():
         model = get_peft_model(load_base_model(), LoraConfig(r=plan["r"], lora_alpha=2 * plan["r"],
                                                              target_modules=plan["targets"], fan_in_fan_out=True))
         with torch.no_grad():
             for name, weight in model.named_parameters():
                 if "lora_B" in name:
                     weight.normal_(0, 0.05)   # stands in for training
-    _quiet_save(model, target)
+    quiet_save(model, target)
     weights = load_file(str(target / WEIGHTS_FILE))
     save_file({k.replace("base_model.model.", f"base_model.model.{plan['prefix']}", 1): v for k, v in weights.items()},
               str(target / WEIGHTS_FILE), metadata={"format": "pt"})   # their layout
@@ -72,7 +72,7 @@ def _saved_weights(path: Path, prefix: str) -> dict:
 def _q1(ev: Evidence) -> str:
     """Lesson 7, section 1: an adapter saved with renamed module paths, loaded from its folder so that its weights
     are really used (the folder holds the only copy of them)."""
-    path = _given(ev, "ex07_given_renamed", "theirs")
+    path = given_snapshot(ev, "ex07_given_renamed", "theirs")
     prefix = renamed_plan(ev.seed)["prefix"]
     expected = _saved_weights(path, prefix)
     model = peft_model(ev, "repaired")
