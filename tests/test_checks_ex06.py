@@ -1,97 +1,150 @@
-"""Exercise 6 (training, checkpoints, new tokens): its checks accept right answers, and reject wrong
-ones with feedback that says what is wrong.
-Real objects built from the shipped tiny model; each question has right variants and wrong answers."""
+"""Exercise 6 (training, checkpoints, new tokens): its checks accept right answers, and reject wrong ones with
+feedback that says what is wrong. The given folders are made by the exercise's own recipes (seeded shape, secret
+weights) and snapshotted with ``record_given`` as the notebook's given cells do."""
 from __future__ import annotations
+
+import copy
+import json
+import logging
+import shutil
+from pathlib import Path
 
 import pytest
 import torch
-from check_assertions import fails, passes
+import transformers
+from check_assertions import AlwaysEqual, fails, passes
 from peft import LoraConfig, PeftModel, TaskType, get_peft_model
-from transformers import GPT2ForSequenceClassification
+from safetensors.torch import load_file, save_file
+from transformers import AutoTokenizer, GPT2ForSequenceClassification
 
-from course_utils import (
-    course_model,
-    load_base_model,
-    load_tokenizer,
-    shipped_adapter,
-)
-from course_utils.grading.checks import (
+from course_utils import course_model, load_base_model, shipped_adapter
+from course_utils.adapter_format import WEIGHTS_FILE
+from course_utils.grading.evidence import evidence_root, record_given
+from course_utils.grading.questions.ex06 import (
+    _classifier,
+    best_name,
+    classifier_task,
     entity_colleague,
-    given_adapter,
+    run_plan,
+    trainer_run,
 )
-from course_utils.grading.questions.ex06 import _classifier
+from course_utils.learner import learner_seed
+
+RANK, ALPHA = classifier_task("ci")
 
 
-def lora(r=8, targets=("c_attn", "c_fc"), init=False, name="default", seed=0):
-    torch.manual_seed(seed)
-    config = LoraConfig(r=r, lora_alpha=2 * r, target_modules=list(targets), init_lora_weights=init)
-    return get_peft_model(load_base_model(), config, adapter_name=name)
+def resized(folder, rows=None):
+    base = load_base_model()
+    base.resize_token_embeddings(rows or len(AutoTokenizer.from_pretrained(folder)))
+    return base
 
 
-def reload(folder, **kwargs):
-    return PeftModel.from_pretrained(load_base_model(), str(folder), **kwargs)
-
-
-@pytest.fixture(scope="module")
-def saved(tmp_path_factory):
-    """A trained-looking adapter and the folder it was saved to (exercises 2 and 4 give the learner this)."""
-    folder = tmp_path_factory.mktemp("saved") / "adapter"
-    return given_adapter(folder, targets=("c_attn", "c_fc")), folder
+def load(folder, **kwargs):
+    return PeftModel.from_pretrained(resized(folder), folder, **kwargs)
 
 
 @pytest.fixture(scope="module")
-def tok():
-    return load_tokenizer()
+def tokens(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tokens")
+    return entity_colleague(root / "ent_adapter", "ci"), entity_colleague(root / "again", "ci")
 
 
+@pytest.fixture()
+def shared(tokens):
+    record_given("ex06_given_tokens", shared=tokens[0])   # as the given cell does
+    return tokens[0]
 
 
-def fixed_lora(model, targets=("c_attn",), **extra):
+def test_ex06_q1_the_folder_is_seeded_and_its_weights_secret(tokens):
+    first, again = tokens
+    assert AutoTokenizer.from_pretrained(first).get_vocab() == AutoTokenizer.from_pretrained(again).get_vocab()
+    assert not torch.equal(load_file(first / WEIGHTS_FILE)["base_model.model.transformer.wte.weight"],
+                           load_file(again / WEIGHTS_FILE)["base_model.model.transformer.wte.weight"])
+
+
+def test_ex06_q1_right_answers(shared, tmp_path, capsys):
+    passes("ex06_q1", capsys, fixed=load(shared))
+    passes("ex06_q1", capsys, fixed=load(shared, adapter_name="ent", is_trainable=True))
+    shutil.copytree(shared, tmp_path / "copy")
+    passes("ex06_q1", capsys, fixed=load(tmp_path / "copy"))
+    passes("ex06_q1", capsys, fixed=copy.deepcopy(load(shared)).requires_grad_(False))
+
+
+def _fresh(base):
     torch.manual_seed(0)
-    peft = get_peft_model(model, LoraConfig(r=8, target_modules=list(targets), fan_in_fan_out=True,
-                                            init_lora_weights=False, **extra))
-    return peft
+    return get_peft_model(base, LoraConfig(r=8, lora_alpha=16, target_modules=["c_attn"], fan_in_fan_out=True,
+                                           modules_to_save=["wte"], init_lora_weights=False))
 
 
-@pytest.fixture(scope="module")
-def added_tokens(tmp_path_factory):
-    model, tok = entity_colleague()  # the exercise's given adapter: the checker builds the same one
-    folder = tmp_path_factory.mktemp("tokens") / "adapter"
-    model.save_pretrained(folder)
-    return model, folder, len(tok)
+def _stripped(shared, target):
+    """The folder as a save that lost the resized embedding ("auto" guessed wrong) would leave it."""
+    shutil.copytree(shared, target)
+    weights = load_file(target / WEIGHTS_FILE)
+    save_file({k: v for k, v in weights.items() if k not in ("base_model.model.transformer.wte.original_module.weight",
+                                                             "base_model.model.lm_head.weight")},
+              target / WEIGHTS_FILE, metadata={"format": "pt"})
+    return target
 
 
-def test_ex06_q1_added_tokens(added_tokens, capsys):
-    model, folder, n = added_tokens
+def _scaled(model):
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.mul_(2)
+    return model
 
-    def resized(rows=n):
-        base = load_base_model()
-        base.resize_token_embeddings(rows)
-        return base
 
-    passes("ex06_q1", capsys, fixed=PeftModel.from_pretrained(resized(), folder), reference=model)
-    passes("ex06_q1", capsys, fixed=PeftModel.from_pretrained(resized(1026), folder, adapter_name="ent",
-                                                              is_trainable=True), reference=model)
-    fails("ex06_q1", "1024 rows, the adapter was trained with 1026",
-          fixed=fixed_lora(load_base_model()), reference=model)
-    fails("ex06_q1", "different logits", fixed=fixed_lora(resized()), reference=model)  # trained rows not loaded
-    fails("ex06_q1", "not a PeftModel", fixed=load_base_model(), reference=model)
-    fails("ex06_q1", "not a PeftModel", fixed=PeftModel.from_pretrained(resized(), folder).merge_and_unload(),
-          reference=model)
-    fails("ex06_q1", "reference model itself", fixed=model, reference=model)
-    other = PeftModel.from_pretrained(resized(), shipped_adapter("spanish_sentiment"))
-    other.load_adapter(folder, adapter_name="ent")  # loaded but never made active
-    fails("ex06_q1", "different logits", fixed=other, reference=model)
+def _not_active(shared):
+    other = PeftModel.from_pretrained(resized(shared), shipped_adapter("spanish_sentiment"))
+    other.load_adapter(shared, adapter_name="ent")   # loaded but never made active
+    return other
+
+
+def _state_of_rerun(shared, again):
+    fresh = _fresh(resized(shared))
+    fresh.load_state_dict(load(again).state_dict())
+    return fresh
+
+
+WRONG_Q1 = [
+    (lambda s, a, t: _fresh(load_base_model()), "1024 rows; the tokenizer shipped in `shared` has"),
+    (lambda s, a, t: _fresh(resized(s)), "does not hold the weights saved in `shared`"),
+    (lambda s, a, t: load_base_model(), "not a PeftModel"),
+    (lambda s, a, t: load(s).merge_and_unload(), "not a PeftModel"),
+    (lambda s, a, t: load(a), "does not hold the weights saved in `shared`"),   # the same seed, run again
+    (lambda s, a, t: copy.deepcopy(load(a)).requires_grad_(False), "does not hold the weights"),
+    (lambda s, a, t: _state_of_rerun(s, a), "does not hold the weights"),   # another model's state_dict
+    (lambda s, a, t: load(_stripped(s, t / "stripped")), "does not hold the weights .*embedding rows"),
+    (lambda s, a, t: _scaled(load(s)), "does not hold the weights"),
+    (lambda s, a, t: _not_active(s), "does not hold the weights"),
+    (lambda s, a, t: AlwaysEqual(), "not a PeftModel"),
+]
+
+
+@pytest.mark.parametrize(("make", "pattern"), WRONG_Q1)
+def test_ex06_q1_wrong_answers(make, pattern, shared, tokens, tmp_path):
+    fails("ex06_q1", pattern, fixed=make(shared, tokens[1], tmp_path))
+
+
+def test_ex06_q1_needs_the_given_cell_and_this_learners_folder(shared, monkeypatch):
+    fixed = load(shared)
+    monkeypatch.setenv("COURSE_LEARNER", "bob")   # ci's folder graded as bob's
+    record_given("ex06_given_tokens", shared=shared)
+    fails("ex06_q1", "made for another learner", fixed=fixed)
+    shutil.rmtree(evidence_root() / "ex06_given_tokens")
+    fails("ex06_q1", "given cell `ex06_given_tokens` did not run", fixed=fixed)
 
 
 def seq_cls(**extra):
-    return LoraConfig(**{"r": 8, "target_modules": ["c_attn"], "fan_in_fan_out": True, **extra})
+    return LoraConfig(**{"r": RANK, "lora_alpha": ALPHA, "target_modules": ["c_attn"], "fan_in_fan_out": True,
+                         **extra})
 
 
 @pytest.mark.parametrize("config", [
     seq_cls(task_type="SEQ_CLS"),
     seq_cls(modules_to_save=["score"]),
     seq_cls(task_type=TaskType.SEQ_CLS, target_modules=r".*\.c_attn"),
+    seq_cls(task_type="SEQ_CLS", rank_pattern={"c_attn": RANK}, lora_dropout=0.1),
 ])
 def test_ex06_q2_configs_that_keep_the_head(config, capsys):
     passes("ex06_q2", capsys, config=config)
@@ -103,61 +156,176 @@ def test_ex06_q2_configs_that_keep_the_head(config, capsys):
     (seq_cls(task_type="CAUSAL_LM"), "task_type 'CAUSAL_LM', which does not fit a sequence classifier"),
     (seq_cls(modules_to_save=["classifier"]), r"head \(`score`\) is frozen"),
     (seq_cls(task_type="SEQ_CLS", inference_mode=True), r"head \(`score`\) is frozen"),
-    (seq_cls(task_type="SEQ_CLS", r=16), "rank 16; the task asks for rank 8"),
+    (seq_cls(task_type="SEQ_CLS", r=8, lora_alpha=16), f"rank 8 .*asks for rank {RANK}"),   # the lesson's numbers
+    (seq_cls(task_type="SEQ_CLS", lora_alpha=8), f"lora_alpha={ALPHA} at rank {RANK} scales it by"),
+    (seq_cls(task_type="SEQ_CLS", lora_alpha=0), "scales its update by 0;"),
+    (seq_cls(task_type="SEQ_CLS", use_rslora=True), "scales its update by"),
+    (seq_cls(task_type="SEQ_CLS", rank_pattern={"h.0.attn.c_attn": 2}), r"h\.0\.attn\.c_attn gets rank 2"),
+    (seq_cls(task_type="SEQ_CLS", rank_pattern={"c_attn": 16}), "gets rank 16"),
+    (seq_cls(task_type="SEQ_CLS", alpha_pattern={"h.3.attn.c_attn": 1}), r"h\.3\.attn\.c_attn scales its update"),
+    (seq_cls(task_type="SEQ_CLS", layers_to_transform=[0]), "c_attn of 1 of the 4 layers"),
+    (seq_cls(task_type="SEQ_CLS", use_dora=True), "DoRA"),
     (seq_cls(target_modules=["c_attn", "score"]), "LoRA on c_attn, score;"),
     (seq_cls(task_type="SEQ_CLS", target_modules=["c_proj"]), "LoRA on c_proj;"),
+    (AlwaysEqual(), "not a LoraConfig"),
 ])
 def test_ex06_q2_configs_that_lose_the_head_or_miss_the_task(config, pattern):
     fails("ex06_q2", pattern, config=config)
 
 
-@pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory):
-    root = tmp_path_factory.mktemp("run")
-    trained = fixed_lora(load_base_model())
-    trained.save_pretrained(root / "checkpoint-4")
-    torch.manual_seed(1)
-    early = get_peft_model(load_base_model(), LoraConfig(r=8, target_modules=["c_attn"], fan_in_fan_out=True,
-                                                         init_lora_weights=False))
-    early.save_pretrained(root / "checkpoint-2")
-    return root, trained
+def test_ex06_q2_another_learners_numbers_fail(monkeypatch, capsys):
+    monkeypatch.setenv("COURSE_LEARNER", "bob")
+    rank, alpha = classifier_task("bob")
+    assert (rank, alpha) != (RANK, ALPHA)
+    fails("ex06_q2", "rank|scales", config=seq_cls(task_type="SEQ_CLS"))
+    passes("ex06_q2", capsys, config=seq_cls(task_type="SEQ_CLS", r=rank, lora_alpha=alpha))
 
 
-def test_ex06_q3_a_checkpoint_to_continue_from(checkpoints, capsys):
-    root, trained = checkpoints
+def test_ex06_q2_leaves_the_load_report_visible(capsys):
+    transformers.logging.set_verbosity_warning()
+    before = (transformers.logging.get_verbosity(), logging.getLogger("transformers").level)
+    passes("ex06_q2", capsys, config=seq_cls(task_type="SEQ_CLS"))
+    assert (transformers.logging.get_verbosity(), logging.getLogger("transformers").level) == before
 
-    def load(step=4, **kw):
-        return PeftModel.from_pretrained(load_base_model(), root / f"checkpoint-{step}", **kw)
 
-    given = {"checkpoint": root / "checkpoint-4", "reference": trained}
-
-    passes("ex06_q3", capsys, continued=load(is_trainable=True), **given)
-    passes("ex06_q3", capsys, continued=load(is_trainable=True, adapter_name="resume"), **given)
-    thawed_lora = load()
-    for name, p in thawed_lora.named_parameters():
-        p.requires_grad_("lora_" in name)
-    passes("ex06_q3", capsys, continued=thawed_lora, **given)
-
-    fails("ex06_q3", "are frozen", continued=load(), **given)
-    fails("ex06_q3", "are frozen", continued=load().train(), **given)
-    with pytest.warns(UserWarning, match="second time"):
-        rewrapped = get_peft_model(load().base_model.model,
-                                   LoraConfig(r=8, target_modules=["c_attn"], fan_in_fan_out=True))
-    fails("ex06_q3", "different logits", continued=rewrapped, **given)
-    fresh = get_peft_model(load_base_model(), LoraConfig(r=8, target_modules=["c_attn"], fan_in_fan_out=True))
-    fails("ex06_q3", "different logits", continued=fresh, **given)
-    fails("ex06_q3", "different logits", continued=load(2, is_trainable=True), **given)
-    thawed = load(is_trainable=True)
-    thawed.base_model.model.transformer.wte.weight.requires_grad_(True)
-    fails("ex06_q3", "base-model parameters .* require grad", continued=thawed, **given)
-    everything = load()
-    everything.requires_grad_(True)
-    fails("ex06_q3", "base-model parameters .* require grad", continued=everything, **given)
-    fails("ex06_q3", "not a PeftModel", continued=load().base_model.model, **given)
-    fails("ex06_q3", "reference model itself", continued=trained, **given)
+def test_ex06_q2_self_check_leaves_the_learners_rng_alone(capsys):
+    torch.manual_seed(123)
+    want = torch.rand(3)
+    torch.manual_seed(123)
+    passes("ex06_q2", capsys, config=seq_cls(task_type="SEQ_CLS"))
+    assert torch.equal(torch.rand(3), want)
 
 
 def test_a_classifier_check_builds_a_new_random_head_each_time():
     a, b = _classifier(0).score.weight, _classifier(1).score.weight
     assert not torch.equal(a, b)
     assert isinstance(_classifier(0), GPT2ForSequenceClassification) and course_model()
+
+
+# ---------------------------------------------------------------------------- Q3
+def best_checkpoint(run):
+    """The right answer: the newest checkpoint's log, lowest eval_loss."""
+    run = Path(run)
+    newest = max(run.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    log = json.loads((newest / "trainer_state.json").read_text())["log_history"]
+    return run / f"checkpoint-{min((h for h in log if 'eval_loss' in h), key=lambda h: h['eval_loss'])['step']}"
+
+
+def by_name(run):
+    """Also right: the best checkpoint's name, as a str."""
+    states = [json.loads(p.read_text()) for p in Path(run).glob("*/trainer_state.json")]
+    log = max(states, key=lambda s: s["global_step"])["log_history"]
+    return f"checkpoint-{min((h['eval_loss'], h['step']) for h in log if 'eval_loss' in h)[1]}"
+
+
+def as_text(run):   # the newest checkpoint chosen by sorting names as text
+    newest = sorted(Path(run).glob("checkpoint-*"))[-1]
+    log = json.loads((newest / "trainer_state.json").read_text())["log_history"]
+    return str(Path(run) / f"checkpoint-{min((h for h in log if 'eval_loss' in h), key=lambda h: h['eval_loss'])['step']}")
+
+
+def by_training_loss(run):
+    newest = max(Path(run).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    log = json.loads((newest / "trainer_state.json").read_text())["log_history"]
+    return f"checkpoint-{min((h for h in log if 'loss' in h), key=lambda h: h['loss'])['step']}"
+
+
+def the_last(run):
+    return max(Path(run).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+
+
+def hard_coded(run):
+    return Path(run) / best_name(learner_seed("ci"))
+
+
+def breaks(run):
+    raise KeyError("best_model_checkpoint")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    return trainer_run(root / "run", "ci"), trainer_run(root / "again", "ci")
+
+
+@pytest.fixture()
+def run(runs):
+    record_given("ex06_given_trainer", run=runs[0])
+    return runs[0]
+
+
+def ckpt(run, name=None, **kwargs):
+    return PeftModel.from_pretrained(load_base_model(), Path(run) / (name or best_name(learner_seed("ci"))), **kwargs)
+
+
+def test_ex06_q3_the_best_checkpoint_is_never_the_last():
+    for seed in range(200):
+        plan = run_plan(seed)
+        assert plan["best"] < len(plan["steps"]) - 1
+        assert min(plan["eval_loss"]) == plan["eval_loss"][plan["best"]]
+        assert plan["eval_loss"].count(min(plan["eval_loss"])) == 1
+
+
+def test_ex06_q3_right_answers(run, capsys):
+    passes("ex06_q3", capsys, best_checkpoint=best_checkpoint, continued=ckpt(run, is_trainable=True))
+    passes("ex06_q3", capsys, best_checkpoint=by_name, continued=ckpt(run, is_trainable=True, adapter_name="go"))
+    thawed = ckpt(run)
+    for name, p in thawed.named_parameters():
+        p.requires_grad_("lora_" in name)
+    passes("ex06_q3", capsys, best_checkpoint=best_checkpoint, continued=thawed)
+
+
+def _rewrapped(run):
+    with pytest.warns(UserWarning, match="second time"):
+        return get_peft_model(ckpt(run).base_model.model, LoraConfig(r=8, target_modules=["c_attn"],
+                                                                    fan_in_fan_out=True))
+
+
+def _thawed_base(run):
+    model = ckpt(run, is_trainable=True)
+    model.base_model.model.transformer.wte.weight.requires_grad_(True)
+    return model
+
+
+LAST = f"checkpoint-{run_plan(learner_seed('ci'))['steps'][-1]}"
+WRONG_Q3 = [
+    (as_text, lambda r, a: ckpt(r, is_trainable=True), "checkpoint-10 sorts before|the last checkpoint"),
+    (by_training_loss, lambda r, a: ckpt(r, is_trainable=True), "the last checkpoint|eval_loss, not the training"),
+    (the_last, lambda r, a: ckpt(r, is_trainable=True), "the last checkpoint; its eval loss is not the lowest"),
+    (hard_coded, lambda r, a: ckpt(r, is_trainable=True), "on another run, `best_checkpoint` returns"),
+    (breaks, lambda r, a: ckpt(r, is_trainable=True), "raised KeyError"),
+    (lambda run: 3, lambda r, a: ckpt(r, is_trainable=True), "should return the checkpoint's path, not a int"),
+    (None, lambda r, a: ckpt(r, is_trainable=True), "`best_checkpoint` is still None"),
+    ("checkpoint-100", lambda r, a: ckpt(r, is_trainable=True), "should be a function of a run folder, not a str"),
+    (AlwaysEqual(), lambda r, a: ckpt(r, is_trainable=True), "should be a function"),
+    (best_checkpoint, lambda r, a: ckpt(r, LAST, is_trainable=True), f"holds {LAST}, not the checkpoint with"),
+    (best_checkpoint, lambda r, a: ckpt(r), "are frozen"),
+    (best_checkpoint, lambda r, a: ckpt(r).train(), "are frozen"),
+    (best_checkpoint, lambda r, a: _rewrapped(r), "LoRA added on top of LoRA|fresh adapter"),
+    (best_checkpoint, lambda r, a: get_peft_model(load_base_model(), LoraConfig(
+        r=8, target_modules=["c_attn"], fan_in_fan_out=True)), r"fresh adapter \(its lora_B are zero\)"),
+    (best_checkpoint, lambda r, a: ckpt(a, is_trainable=True), "does not hold the weights of any checkpoint"),
+    (best_checkpoint, lambda r, a: _thawed_base(r), "base-model parameters .* require grad"),
+    (best_checkpoint, lambda r, a: ckpt(r).base_model.model, "not a PeftModel"),
+]
+
+
+@pytest.mark.parametrize(("find", "make", "pattern"), WRONG_Q3)
+def test_ex06_q3_wrong_answers(find, make, pattern, run, runs):
+    fails("ex06_q3", pattern, best_checkpoint=find, continued=make(run, runs[1]))
+
+
+def test_ex06_q3_another_learners_run_fails(run, monkeypatch):
+    continued = ckpt(run, is_trainable=True)
+    monkeypatch.setenv("COURSE_LEARNER", "bob")
+    record_given("ex06_given_trainer", run=run)
+    fails("ex06_q3", "made for another learner|holds checkpoint", best_checkpoint=best_checkpoint,
+          continued=continued)
+
+
+def test_ex06_q1_a_folder_saved_over_after_the_given_cell_fails(tokens, tmp_path):
+    shared = shutil.copytree(tokens[0], tmp_path / "shared")
+    record_given("ex06_given_tokens", shared=shared)
+    base = resized(shared)
+    _fresh(base).save_pretrained(shared)   # saved over the colleague's folder, then "loaded from it"
+    fails("ex06_q1", "does not hold the weights saved in `shared`", fixed=load(shared))

@@ -1,104 +1,132 @@
-"""Exercise 7 (versions, sharing, combining): its checks accept right answers, and reject wrong
-ones with feedback that says what is wrong.
-Real objects built from the shipped tiny model; each question has right variants and wrong answers."""
+"""Exercise 7 (versions, sharing, combining): its checks accept right answers, and reject wrong ones with
+feedback that says what is wrong. The renamed folder is made by the exercise's own recipe (seeded layout,
+secret weights) and snapshotted with ``record_given`` as the notebook's given cell does."""
 from __future__ import annotations
 
+import copy
 import shutil
 
 import pytest
 import torch
-from check_assertions import fails, passes
+from check_assertions import AlwaysEqual, fails, passes
 from peft import LoraConfig, PeftModel, get_peft_model, set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 
-from course_utils import (
-    load_base_model,
-    load_tokenizer,
-    shipped_adapter,
-)
+from course_utils import load_base_model, shipped_adapter
 from course_utils.adapter_format import CONFIG_FILE, WEIGHTS_FILE
-from course_utils.grading.checks import (
-    given_adapter,
-    renamed_colleague,
-)
+from course_utils.grading.evidence import evidence_root, record_given
+from course_utils.grading.questions.ex07 import combo_task, renamed_colleague, renamed_plan
+from course_utils.learner import learner_seed
+
+PREFIX = renamed_plan(learner_seed("ci"))["prefix"]
+W_ES, W_NER = combo_task("ci")
+ANY_PREFIX = {r"^\w+\.transformer\.": "transformer."}
 
 
-def lora(r=8, targets=("c_attn", "c_fc"), init=False, name="default", seed=0):
-    torch.manual_seed(seed)
-    config = LoraConfig(r=r, lora_alpha=2 * r, target_modules=list(targets), init_lora_weights=init)
-    return get_peft_model(load_base_model(), config, adapter_name=name)
+def load(folder, **kwargs):
+    return PeftModel.from_pretrained(load_base_model(), folder, **kwargs)
 
 
-def reload(folder, **kwargs):
-    return PeftModel.from_pretrained(load_base_model(), str(folder), **kwargs)
-
-
-@pytest.fixture(scope="module")
-def saved(tmp_path_factory):
-    """A trained-looking adapter and the folder it was saved to (exercises 2 and 4 give the learner this)."""
-    folder = tmp_path_factory.mktemp("saved") / "adapter"
-    return given_adapter(folder, targets=("c_attn", "c_fc")), folder
+def mapped(folder, **kwargs):
+    return load(folder, key_mapping=ANY_PREFIX, **kwargs)
 
 
 @pytest.fixture(scope="module")
-def tok():
-    return load_tokenizer()
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("theirs")
+    return renamed_colleague(root / "theirs", "ci"), renamed_colleague(root / "again", "ci")
 
 
+@pytest.fixture()
+def theirs(folders):
+    record_given("ex07_given_renamed", theirs=folders[0])   # as the given cell does
+    return folders[0]
 
 
-def fixed_lora(model, targets=("c_attn",), **extra):
-    torch.manual_seed(0)
-    peft = get_peft_model(model, LoraConfig(r=8, target_modules=list(targets), fan_in_fan_out=True,
-                                            init_lora_weights=False, **extra))
-    return peft
-
-
-@pytest.fixture(scope="module")
-def renamed(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("theirs")
-    theirs = renamed_colleague()  # the exercise's given adapter: the checker builds the same one
-    theirs.save_pretrained(folder)
+def _renamed_back(folder, target):
+    shutil.copytree(folder, target)
     weights = load_file(folder / WEIGHTS_FILE)
-    save_file({k.replace("model.transformer.", "model.decoder.transformer."): v for k, v in weights.items()},
-              folder / WEIGHTS_FILE, metadata={"format": "pt"})
-    return folder, theirs
-
-
-def test_ex07_q1_renamed_paths_right_answers(renamed, tmp_path, capsys):
-    folder, theirs = renamed
-    mapped = PeftModel.from_pretrained(load_base_model(), folder, key_mapping={r"^decoder\.": ""})
-    passes("ex07_q1", capsys, repaired=mapped, reference=theirs)
-    mapped = PeftModel.from_pretrained(load_base_model(), folder, adapter_name="theirs",
-                                       key_mapping={r"^decoder\.transformer\.": "transformer."})
-    passes("ex07_q1", capsys, repaired=mapped, reference=theirs)
-    shutil.copytree(folder, tmp_path / "fixed")  # rewrite the file with the names this version expects
-    weights = load_file(folder / WEIGHTS_FILE)
-    save_file({k.replace(".decoder.", "."): v for k, v in weights.items()}, tmp_path / "fixed" / WEIGHTS_FILE,
+    save_file({k.replace(f".{PREFIX}", ".", 1): v for k, v in weights.items()}, target / WEIGHTS_FILE,
               metadata={"format": "pt"})
-    passes("ex07_q1", capsys, repaired=PeftModel.from_pretrained(load_base_model(), tmp_path / "fixed"),
-           reference=theirs)
-    by_hand = get_peft_model(load_base_model(), LoraConfig.from_pretrained(folder))
-    set_peft_model_state_dict(by_hand, {k.replace(".decoder.", "."): v for k, v in weights.items()})
-    passes("ex07_q1", capsys, repaired=by_hand, reference=theirs)
+    return target
 
 
-def test_ex07_q1_renamed_paths_wrong_answers(renamed):
-    folder, theirs = renamed
-    with pytest.warns(UserWarning, match="Found missing adapter keys"):
-        as_is = PeftModel.from_pretrained(load_base_model(), folder)
-    fails("ex07_q1", "different logits", repaired=as_is, reference=theirs)
-    with pytest.warns(UserWarning, match="Found missing adapter keys"):
-        backwards = PeftModel.from_pretrained(load_base_model(), folder,
-                                              key_mapping={r"^transformer\.": "decoder.transformer."})
-    fails("ex07_q1", "different logits", repaired=backwards, reference=theirs)
+def _by_hand(folder):
+    model = get_peft_model(load_base_model(), LoraConfig.from_pretrained(folder))
+    set_peft_model_state_dict(model, {k.replace(f".{PREFIX}", ".", 1): v
+                                      for k, v in load_file(folder / WEIGHTS_FILE).items()})
+    return model
+
+
+def test_ex07_q1_the_folder_is_seeded_and_its_weights_secret(folders):
+    first, again = (load_file(f / WEIGHTS_FILE) for f in folders)
+    assert sorted(first) == sorted(again) and all(k.startswith(f"base_model.model.{PREFIX}") for k in first)
+    assert not any(torch.equal(first[k], again[k]) for k in first if "lora_B" in k)
+
+
+def test_ex07_q1_right_answers(theirs, tmp_path, capsys):
+    passes("ex07_q1", capsys, repaired=mapped(theirs))
+    passes("ex07_q1", capsys, repaired=load(theirs, adapter_name="theirs",
+                                            key_mapping={rf"^{PREFIX}transformer\.": "transformer."}))
+    passes("ex07_q1", capsys, repaired=load(_renamed_back(theirs, tmp_path / "fixed")))
+    passes("ex07_q1", capsys, repaired=_by_hand(theirs))
+    passes("ex07_q1", capsys, repaired=copy.deepcopy(mapped(theirs, is_trainable=True)))
+
+
+def _quiet(make):
+    with pytest.warns(UserWarning, match="missing adapter keys"):
+        return make()
+
+
+def _given_state(folder, other):
     fresh = get_peft_model(load_base_model(), LoraConfig.from_pretrained(folder))
-    fails("ex07_q1", "different logits", repaired=fresh, reference=theirs)
-    fails("ex07_q1", "not a PeftModel", repaired=load_base_model(), reference=theirs)
-    fails("ex07_q1", "not a PeftModel", reference=theirs,
-          repaired=PeftModel.from_pretrained(load_base_model(), folder, key_mapping={r"^decoder\.": ""})
-          .merge_and_unload())
-    fails("ex07_q1", "reference model itself", repaired=theirs, reference=theirs)
+    fresh.load_state_dict(mapped(other).state_dict())
+    return fresh
+
+
+def _scaled(model):
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.mul_(1.01)
+    return model
+
+
+def _changed_base(folder):
+    model = mapped(folder)
+    with torch.no_grad():
+        model.base_model.model.transformer.wte.weight.mul_(1.01)
+    return model
+
+
+WRONG_Q1 = [
+    (lambda f, a: _quiet(lambda: load(f)), "LoRA B matrices of `repaired` are zero"),
+    (lambda f, a: copy.deepcopy(_quiet(lambda: load(f))).requires_grad_(False), "LoRA B matrices .* are zero"),
+    (lambda f, a: _quiet(lambda: load(f, key_mapping={r"^model\.transformer\.": "transformer."})),   # the lesson's
+     "LoRA B matrices .* are zero"),
+    (lambda f, a: get_peft_model(load_base_model(), LoraConfig.from_pretrained(f)), "LoRA B matrices .* are zero"),
+    (lambda f, a: mapped(a), "does not hold the tensors saved in `theirs`"),   # the same seed, run again
+    (lambda f, a: _given_state(f, a), "does not hold the tensors saved"),        # another model's state_dict
+    (lambda f, a: _scaled(mapped(f)), "does not hold the tensors saved"),
+    (lambda f, a: _changed_base(f), "base model is not the course's base model"),
+    (lambda f, a: load_base_model(), "not a PeftModel"),
+    (lambda f, a: mapped(f).merge_and_unload(), "not a PeftModel"),
+    (lambda f, a: AlwaysEqual(), "not a PeftModel"),
+]
+
+
+@pytest.mark.parametrize(("make", "pattern"), WRONG_Q1)
+def test_ex07_q1_wrong_answers(make, pattern, theirs, folders):
+    fails("ex07_q1", pattern, repaired=make(theirs, folders[1]))
+
+
+def test_ex07_q1_needs_the_given_cell_and_this_learners_folder(theirs, monkeypatch):
+    repaired = mapped(theirs)
+    monkeypatch.setenv("COURSE_LEARNER", "bob")   # ci's folder graded as bob's
+    record_given("ex07_given_renamed", theirs=theirs)
+    fails("ex07_q1", "made for another learner", repaired=repaired)
+    shutil.rmtree(evidence_root() / "ex07_given_renamed")
+    fails("ex07_q1", "given cell `ex07_given_renamed` did not run", repaired=repaired)
 
 
 def test_ex07_q2_the_base_given_back(capsys):
@@ -113,6 +141,7 @@ def test_ex07_q2_the_base_given_back(capsys):
     kept = load_base_model()
     fails("ex07_q2", "still has 16 LoRA layers", clean_base=kept, sentiment=sentiment(kept))  # changed in place
     fails("ex07_q2", "not by loading again", clean_base=load_base_model(), sentiment=wrapped)
+    fails("ex07_q2", "not by loading again", clean_base=copy.deepcopy(sentiment().unload()), sentiment=wrapped)
     merged = sentiment()
     fails("ex07_q2", "merged in, not removed", clean_base=merged.merge_and_unload(), sentiment=merged)
     with wrapped.disable_adapter():
@@ -131,13 +160,23 @@ def combined(tmp_path_factory):
     root = tmp_path_factory.mktemp("combined")
     two = PeftModel.from_pretrained(load_base_model(), shipped_adapter("spanish_sentiment"), adapter_name="es")
     two.load_adapter(shipped_adapter("english_ner"), adapter_name="ner")
-    for kind in ("cat", "linear", "svd"):
-        two.add_weighted_adapter(["es", "ner"], [1.0, 1.0], adapter_name=kind, combination_type=kind)
-    two.add_weighted_adapter(["es", "ner"], [0.5, 0.5], adapter_name="halved", combination_type="cat")
-    two.add_weighted_adapter(["es", "ner"], [1.0, 1.0], adapter_name="default", combination_type="cat")
-    two.save_pretrained(root / "all", selected_adapters=["cat", "linear", "svd", "halved", "es"])
+    two.add_weighted_adapter(["es", "ner"], [W_ES, W_NER], adapter_name="cat", combination_type="cat")
+    two.add_weighted_adapter(["es", "ner"], [1.0, 1.0], adapter_name="lesson", combination_type="cat")
+    two.add_weighted_adapter(["es", "ner"], [W_NER, W_ES], adapter_name="swapped", combination_type="cat")
+    for kind in ("linear", "svd"):
+        two.add_weighted_adapter(["es", "ner"], [W_ES, W_NER], adapter_name=kind, combination_type=kind)
+    two.add_weighted_adapter(["es", "ner"], [W_ES, W_NER], adapter_name="default", combination_type="cat")
+    two.save_pretrained(root / "all", selected_adapters=["cat", "lesson", "swapped", "linear", "svd", "es"])
     two.save_pretrained(root / "at_root", selected_adapters=["default"])
     two.save_pretrained(root / "pickled", selected_adapters=["cat"], safe_serialization=False)
+    scaled = PeftModel.from_pretrained(load_base_model(), shipped_adapter("spanish_sentiment"), adapter_name="es")
+    scaled.load_adapter(shipped_adapter("english_ner"), adapter_name="ner")
+    with torch.no_grad():
+        for name, p in scaled.named_parameters():
+            if "lora_B" in name:
+                p.mul_(W_ES if ".es." in name else W_NER)
+    scaled.add_weighted_adapter(["es", "ner"], [1.0, 1.0], adapter_name="by_hand", combination_type="cat")
+    scaled.save_pretrained(root / "scaled", selected_adapters=["by_hand"])
     return root, two
 
 
@@ -146,20 +185,42 @@ def test_ex07_q3_combined_adapter_right_answers(combined, capsys):
     passes("ex07_q3", capsys, combo_folder=root / "all" / "cat")
     passes("ex07_q3", capsys, combo_folder=str(root / "at_root"))
     passes("ex07_q3", capsys, combo_folder=root / "pickled" / "cat")
+    passes("ex07_q3", capsys, combo_folder=root / "scaled" / "by_hand")
 
 
-def test_ex07_q3_combined_adapter_wrong_answers(combined, tmp_path):
+@pytest.mark.parametrize(("where", "pattern"), [
+    ("all", r"subfolder \(cat, es, lesson, linear, svd, swapped/?\)"),
+    ("all/lesson", "does not compute .* × spanish_sentiment"),   # the lesson's weights
+    ("all/swapped", "does not compute"),
+    ("all/linear", "does not compute"),
+    ("all/svd", "does not compute"),
+    ("all/es", "does not compute"),
+    ("missing", "nothing was saved"),
+])
+def test_ex07_q3_combined_adapter_wrong_folders(where, pattern, combined):
+    root, _ = combined
+    fails("ex07_q3", pattern, combo_folder=root / where)
+
+
+def test_ex07_q3_combined_adapter_wrong_answers(combined, tmp_path, monkeypatch):
     root, two = combined
-    fails("ex07_q3", r"subfolder \(cat, es, halved, linear, svd/?\)", combo_folder=root / "all")
-    fails("ex07_q3", "does not compute both adapters together", combo_folder=root / "all" / "linear")
-    fails("ex07_q3", "does not compute both adapters together", combo_folder=root / "all" / "halved")
-    fails("ex07_q3", "does not compute both adapters together", combo_folder=root / "all" / "svd")
-    fails("ex07_q3", "does not compute both adapters together", combo_folder=root / "all" / "es")
-    fails("ex07_q3", "does not compute both", combo_folder=shipped_adapter("english_ner"))
-    fails("ex07_q3", "nothing was saved", combo_folder=tmp_path / "missing")
+    fails("ex07_q3", "does not compute", combo_folder=shipped_adapter("english_ner"))
     fails("ex07_q3", "should be the folder's path .*not a PeftModel", combo_folder=two)
+    fails("ex07_q3", "should be the folder's path", combo_folder=AlwaysEqual())
     (tmp_path / "config_only").mkdir()
     shutil.copy(root / "all" / "cat" / CONFIG_FILE, tmp_path / "config_only")
     fails("ex07_q3", "no adapter_model.safetensors in the folder", combo_folder=tmp_path / "config_only")
+    monkeypatch.setenv("COURSE_LEARNER", "bob")   # ci's mix graded as bob's
+    assert combo_task("bob") != (W_ES, W_NER)
+    fails("ex07_q3", "does not compute", combo_folder=root / "all" / "cat")
 
 
+def test_ex07_q1_the_folder_repaired_in_place_passes_and_saved_over_fails(folders, tmp_path, capsys):
+    theirs = shutil.copytree(folders[0], tmp_path / "theirs")
+    record_given("ex07_given_renamed", theirs=theirs)
+    weights = load_file(theirs / WEIGHTS_FILE)   # the lesson's other fix: rename the keys once, save again
+    save_file({k.replace(f".{PREFIX}", ".", 1): v for k, v in weights.items()}, theirs / WEIGHTS_FILE,
+              metadata={"format": "pt"})
+    passes("ex07_q1", capsys, repaired=load(theirs))
+    get_peft_model(load_base_model(), LoraConfig.from_pretrained(theirs)).save_pretrained(theirs)
+    fails("ex07_q1", "LoRA B matrices of `repaired` are zero", repaired=load(theirs))
