@@ -19,16 +19,13 @@ from . import EVIDENCE_ENV, evidence
 from .check import none_message, verdict
 from .questions import QUESTIONS
 from .questions.ex01 import teammate_update
-from .questions.ex06 import entity_colleague
-from .questions.ex07 import renamed_colleague
 from .questions.given import RANK_SEED, broken_rank_folder, given_adapter, memory_budget
 
 CHECKS = QUESTIONS   # id -> Question (points, answers, judge)
 SELF_CHECK = "self-check; the grader's verdict counts"
 
 __all__ = ["CHECKS", "CheckFailed", "RANK_SEED", "broken_rank_folder",
-           "check", "entity_colleague", "given_adapter", "learner", "memory_budget", "renamed_colleague",
-           "stub_message", "teammate_update"]
+           "check", "given_adapter", "learner", "memory_budget", "stub_message", "teammate_update"]
 
 
 class CheckFailed(AssertionError):
