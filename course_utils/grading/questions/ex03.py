@@ -116,7 +116,7 @@ def tutorial_config(learner: str) -> LoraConfig:
 
 def _layer_problem(model, rank: int, alpha: float) -> str | None:
     """Why some LoRA layer of ``model`` does not have rank ``rank`` and scale ``alpha / rank``; None if all do."""
-    layers = [(n, m) for n, m in model.named_modules() if isinstance(m, LoraLayer)]
+    layers = [(n.removeprefix("base_model.model."), m) for n, m in model.named_modules() if isinstance(m, LoraLayer)]
     wrong_rank = [(n, m.r["default"]) for n, m in layers if m.r["default"] != rank]
     if wrong_rank:
         return (f"{len(wrong_rank)} of the {len(layers)} LoRA layers have a rank other than the tutorial's {rank} "
