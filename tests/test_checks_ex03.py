@@ -232,6 +232,15 @@ def test_ex03_q3(capsys):
     both_active.base_model.set_adapter(["english_ner", "spanish_sentiment"])
     fails("ex03_q3", "2 active adapters", spanish_model=both_active)
     fails("ex03_q3", "not a PeftModel", spanish_model="spanish_sentiment")
+    fails("ex03_q3", "not a PeftModel", spanish_model=load_base_model())
+    fails("ex03_q3", "not a PeftModel", spanish_model=AlwaysEqual())
+    merged = _two()
+    merged.set_adapter("spanish_sentiment")
+    fails("ex03_q3", "not a PeftModel", spanish_model=merged.merge_and_unload())
+    fresh = _two()
+    fresh.add_adapter("spanish", LoraConfig(r=8, target_modules=["c_attn"]))
+    fresh.set_adapter("spanish")
+    fails("ex03_q3", "does not hold the Spanish", spanish_model=fresh)
 
 
 # ---------------------------------------------------------------------------------------- Q4
