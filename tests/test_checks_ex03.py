@@ -74,6 +74,23 @@ def test_ex03_q1_right(shared, capsys):
     two.load_adapter(str(_sub(shared)), adapter_name="colleague")
     two.set_adapter("colleague")
     passes("ex03_q1", capsys, fixed=two, shared=shared)
+    plain = load_base_model()
+    plain.load_adapter(str(_sub(shared)))  # transformers' own loader, on a plain base
+    passes("ex03_q1", capsys, fixed=plain, shared=shared)
+    passes("ex03_q1", capsys, fixed=_plain(_sub(shared), adapter_name="colleague"), shared=shared)
+
+
+def _plain(path, **kwargs):
+    model = load_base_model()
+    model.load_adapter(str(path), **kwargs)
+    return model
+
+
+def _plain_altered(shared):
+    model = _plain(_sub(shared))
+    with torch.no_grad():
+        model.transformer.h[1].attn.c_attn.base_layer.weight.mul_(2)
+    return model
 
 
 def _recipe_again(tmp_path):
@@ -113,6 +130,8 @@ WRONG_Q1 = {
     "other adapter active": (lambda s, t: _other_active(s), "does not hold the weights"),
     "base weights changed": (lambda s, t: _altered_base(s), "different logits"),
     "a name": (lambda s, t: "sentiment", "is a str, not a PeftModel"),
+    "transformers loader, recipe folder": (lambda s, t: _plain(_recipe_again(t)), "does not hold the weights"),
+    "transformers loader, base changed": (lambda s, t: _plain_altered(s), "not the course's own"),
     "always equal": (lambda s, t: AlwaysEqual(), "not a PeftModel"),
 }
 

@@ -11,6 +11,7 @@ import copy
 import json
 import math
 import random
+import re
 import secrets
 import shutil
 import warnings
@@ -27,7 +28,7 @@ from ...learner import learner_seed
 from ...messages import first_line
 from ...models import load_base_model
 from ...shipped import shipped_adapter
-from ..evidence import Evidence
+from ..evidence import MODEL_CLASSES, Evidence
 from .common import (
     Question,
     Wrong,
@@ -87,12 +88,54 @@ def _snapshot(ev: Evidence, given_id: str, name: str) -> Path:
     return path
 
 
+_PLAIN_LORA_KEY = re.compile(r"^(?P<module>.+)\.lora_(?P<ab>[AB])\.(?P<adapter>[^.]+)\.weight$")
+
+
+def _plain_with_lora(ev: Evidence, name: str) -> tuple[dict, dict] | None:
+    """``({adapter: {saved key: tensor}}, {base key: tensor})`` of a transformers model answer that carries LoRA
+    layers (transformers' own ``load_adapter`` on a plain base); None for any other answer."""
+    entry, info = ev.raw(name), ev.model_info(name)
+    if entry.get("t") != "model" or info.get("class") not in MODEL_CLASSES or not info.get("lora_modules"):
+        return None
+    path = (ev.folder / str(entry.get("dir")) / "state.safetensors").resolve()
+    require(path.is_relative_to(ev.folder.resolve()) and path.is_file(), f"the tensors of `{name}` were not saved.")
+    adapters: dict = {}
+    base: dict = {}
+    for key, tensor in load_file(str(path)).items():
+        found = _PLAIN_LORA_KEY.match(key)
+        if found:
+            adapters.setdefault(found["adapter"], {})[
+                f"base_model.model.{found['module']}.lora_{found['ab']}.weight"] = tensor
+        elif "lora_" not in key:
+            base[key.replace(".base_layer.", ".")] = tensor
+    return adapters, base
+
+
+def _q1_plain(found: tuple[dict, dict], weights: dict, where: str) -> str:
+    """Q1 answered with transformers' load_adapter: its one adapter holds the folder's tensors, its base is the
+    course's (nothing to run: the model is judged tensor by tensor)."""
+    adapters, base = found
+    require(len(adapters) == 1, f"`fixed` carries {len(adapters)} adapters ({sorted(adapters)}): load only the "
+                                "colleague's.")
+    (mine,) = adapters.values()
+    require(set(mine) == set(weights) and all(torch.equal(mine[k].float(), weights[k].float()) for k in weights),
+            f"the adapter of `fixed` does not hold the weights saved in `shared` (in {where}/): load it from that "
+            "folder, not from another model or a recipe (and under a name the folder's tensors fit).")
+    course = load_base_model().state_dict()
+    require(all(k in base and torch.equal(base[k].float(), v.float()) for k, v in course.items()
+                if k != "lm_head.weight"), "the base model under `fixed` is not the course's own: use a fresh one.")
+    return f"loaded from {where}/ with transformers' load_adapter: every LoRA and base tensor as saved"
+
+
 def _q1(ev: Evidence) -> str:
     """Lesson 3 (section 6, the error messages): the colleague's adapter, reloaded from the subfolder its name put
     it in. Its weights are the folder's (as the given cell wrote it) and nowhere else; trainable or not."""
     snap = _snapshot(ev, SHARED_ID, "shared")
     subfolders = sorted(p for p in snap.iterdir() if (p / WEIGHTS_FILE).is_file())
     require(subfolders, f"no adapter under {snap.name} when it was given: run its given cell again.")
+    plain = _plain_with_lora(ev, "fixed")
+    if plain is not None:
+        return _q1_plain(plain, weights_of(subfolders[0]), f"{snap.name}/{subfolders[0].name}")
     model = peft_model(ev, "fixed")
     adapter = active(model, "fixed")
     require(holds(model, adapter, weights_of(subfolders[0])),
