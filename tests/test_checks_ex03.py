@@ -20,12 +20,14 @@ from course_utils.grading.evidence import evidence_root, record_given
 from course_utils.grading.questions.ex03 import (
     SENT_ID,
     SHARED_ID,
+    SPANISH_NAMES,
     broken_folder,
     colleague_share,
     sent_spec,
     shared_name,
     tutorial_config,
     tutorial_spec,
+    two_adapters,
 )
 from course_utils.learner import learner_seed
 
@@ -226,6 +228,13 @@ def _two(first="english_ner", second="spanish_sentiment", names=None):
     model = PeftModel.from_pretrained(load_base_model(), shipped_adapter(first), adapter_name=names[0])
     model.load_adapter(shipped_adapter(second), adapter_name=names[1])
     return model
+
+
+def test_ex03_q3_given(capsys):
+    two = two_adapters("ci")
+    fails("ex03_q3", "does not hold the Spanish", spanish_model=two)
+    two.set_adapter(next(n for n in two.peft_config if n in SPANISH_NAMES))
+    passes("ex03_q3", capsys, spanish_model=two)
 
 
 def test_ex03_q3(capsys):

@@ -204,6 +204,19 @@ def _q2(ev: Evidence) -> str:
 
 
 # ---------------------------------------------------------------------------------------- Q3
+NER_NAMES = ("english_ner", "ner", "entities", "ner_en")
+SPANISH_NAMES = ("spanish_sentiment", "sentiment_es", "es_reviews", "opiniones")
+
+
+def two_adapters(learner: str) -> PeftModel:
+    """Exercise 3 Q3: both shipped adapters on one base, under names a colleague chose (the learner's own)."""
+    rng = _rng(learner_seed(learner), "q3")
+    model = PeftModel.from_pretrained(load_base_model(), shipped_adapter("english_ner"),
+                                      adapter_name=rng.choice(NER_NAMES))
+    model.load_adapter(shipped_adapter("spanish_sentiment"), adapter_name=rng.choice(SPANISH_NAMES))
+    return model
+
+
 def _q3(ev: Evidence) -> str:
     """Lesson 3 (section 6, set_adapter with a wrong name): the Spanish adapter made active, the NER one kept."""
     model = peft_model(ev, "spanish_model")
