@@ -13,7 +13,9 @@ from check_assertions import AlwaysEqual, fails, passes
 from peft import LoraConfig, PeftModel, get_peft_model
 
 from course_utils import device_name, load_base_model, shipped_adapter
+from course_utils.grading.evidence import evidence_root, record_given
 from course_utils.grading.questions.ex04 import (
+    GIVEN_ID,
     broken_copy,
     given_adapter,
     half_dtype,
@@ -35,18 +37,22 @@ def size(model, lora_only=False):
 
 
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    """Learner ci's adapter, saved as the given cell does."""
-    path = tmp_path_factory.mktemp("ex04") / "adapter"
-    given_adapter(path, "ci")
-    return path
+def ci_folder(tmp_path_factory):
+    return given_adapter(tmp_path_factory.mktemp("ex04") / "adapter", "ci")
+
+
+@pytest.fixture()
+def folder(ci_folder):
+    """Learner ci's adapter, saved and snapshotted as the given cell does."""
+    record_given(GIVEN_ID, folder=ci_folder)
+    return ci_folder
 
 
 def _as(learner, monkeypatch, tmp_path):
-    """Act as ``learner``: their adapter saved into a folder of theirs."""
+    """Act as ``learner``: their adapter saved (and snapshotted) into a folder of theirs."""
     monkeypatch.setenv("COURSE_LEARNER", learner)
-    path = tmp_path / learner
-    given_adapter(path, learner)
+    path = given_adapter(tmp_path / learner, learner)
+    record_given(GIVEN_ID, folder=path)
     return path
 
 
@@ -96,12 +102,15 @@ def _wrong_q1(folder):
                                      "`lora_bytes` is"),
         "bytes as text": (dict(half_model=good, lora_dtype=torch.float32, lora_bytes=f"{n} bytes"), "whole number"),
         "always equal": (dict(half_model=good, lora_dtype=torch.float32, lora_bytes=AlwaysEqual()), "whole number"),
+        "recipe run again": (dict(half_model=(again := reload(given_adapter(folder.parent / "again", "ci"), half)),
+                                  lora_dtype=torch.float32, lora_bytes=size(again, True)),
+                             "differ from the ones saved in `folder`"),
     }
 
 
 Q1_CASES = ["float32 base", "the other 16-bit dtype", "whole model cast", "autocast off", "wrong lora_dtype",
             "dtype misspelled", "dtype as a number", "another adapter", "bytes counted in 16 bits",
-            "bytes of the whole model", "bytes as text", "always equal"]
+            "bytes of the whole model", "bytes as text", "always equal", "recipe run again"]
 
 
 @pytest.mark.parametrize("case", Q1_CASES)
@@ -121,6 +130,28 @@ def test_ex04_q1_another_learners_numbers_fail(folder, monkeypatch, tmp_path, ca
     fails("ex04_q1", "", half_model=ci_model, lora_dtype=torch.float32, lora_bytes=ci_bytes, folder=theirs)
     passes("ex04_q1", capsys, half_model=bob_model, lora_dtype=torch.float32, lora_bytes=size(bob_model, True),
            folder=theirs)
+
+
+def test_ex04_q1_folder_replaced_after_given(tmp_path):
+    """New weights saved over `folder` after its given cell (the recipe run again), then loaded: the snapshot counts."""
+    path = given_adapter(tmp_path / "adapter", "ci")
+    record_given(GIVEN_ID, folder=path)
+    given_adapter(path, "ci")
+    model = reload(path, half_dtype("ci"))
+    fails("ex04_q1", "differ from the ones saved in `folder`", half_model=model, lora_dtype=torch.float32,
+          lora_bytes=size(model, True), folder=path)
+
+
+def test_ex04_without_record(folder):
+    record = evidence_root() / GIVEN_ID
+    hidden = record.with_name(GIVEN_ID + ".hidden")
+    record.rename(hidden)
+    try:
+        model = reload(folder, half_dtype("ci"))
+        fails("ex04_q1", "no record of the adapter", half_model=model, lora_dtype=torch.float32,
+              lora_bytes=size(model, True), folder=folder)
+    finally:
+        hidden.rename(record)
 
 
 # ---------------------------------------------------------------------------------------- Q2

@@ -1,8 +1,10 @@
 """Exercise 4 (lesson 4, device and dtype moves): the adapter it gives, and the judges of its questions.
 
-Each learner gets their own adapter (rank, target modules, weights), their own 16-bit dtype, broken layer and
-memory budget, all from ``learner_seed``: the judges make the same data again from ``ev.seed``, so a number read
-from someone else's notebook fails. Q3 asks for a function, ``place(model)``: its probe runs it in the learner's
+Each learner gets their own adapter (rank, target modules), 16-bit dtype, broken layer and memory budget, all from
+``learner_seed``: the judges make the same data again from ``ev.seed``, so a number read from someone else's
+notebook fails. The adapter's weights are drawn with ``secrets`` and the given cell snapshots its folder
+(``record_given``): an answer holds them only if it was loaded from that folder, and no in-memory copy is handed out.
+Q3 asks for a function, ``place(model)``: its probe runs it in the learner's
 kernel on machines simulated by patching torch's device checks (a GPU, Apple's MPS, a CPU only) and ``nn.Module.to``
 / ``.cuda`` (a move to a device this machine lacks goes to ``meta`` and is recorded); the judge examines what it
 returned and where the model went on each.
@@ -10,14 +12,19 @@ returned and where the model went on each.
 from __future__ import annotations
 
 import copy
+import hashlib
 import random
+import secrets
 from contextlib import ExitStack, contextmanager
 from functools import lru_cache
+from pathlib import Path
 from unittest import mock
 
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dict
+from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+from safetensors.torch import load_file
 
+from ...adapter_format import WEIGHTS_FILE
 from ...learner import learner_seed
 from ...messages import one_line
 from ...models import load_base_model
@@ -44,6 +51,7 @@ BF16_ATOL = 0.25
 REPAIRED_ATOL = 1e-4
 MACHINES = ("cuda", "mps", "cpu")   # the machines Q3's function is tried on
 SIXTEEN = ("bfloat16", "float16")
+GIVEN_ID = "ex04_given_adapter"   # the given cell that snapshots `folder` (its nbgrader grade_id)
 
 
 def spec(seed: int) -> dict:
@@ -53,26 +61,46 @@ def spec(seed: int) -> dict:
             "layer": rng.randrange(4), "module": rng.choice(MODULES), "room": rng.uniform(0.05, 1.25)}
 
 
-def _make(seed: int) -> PeftModel:
+def _make(seed: int, weights_seed: int | None = None) -> PeftModel:
+    """The learner's adapter: its shape from ``seed``, its weights from ``weights_seed`` (default: ``seed``)."""
     s = spec(seed)
     config = LoraConfig(r=s["rank"], lora_alpha=2 * s["rank"], target_modules=list(s["targets"]),
                         init_lora_weights=False)
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.manual_seed(seed if weights_seed is None else weights_seed)
         return get_peft_model(load_base_model(), config)
 
 
 @lru_cache(maxsize=4)
-def _ref(seed: int) -> PeftModel:
-    """The checker's own copy of the learner's adapter (never handed out, never changed)."""
-    return _make(seed).eval()
+def _counts(seed: int) -> tuple[int, int]:
+    """How many numbers the learner's base and adapter hold."""
+    model = _make(seed)
+    return sum(p.numel() for _, p in base_params(model)), sum(p.numel() for _, p in lora_params(model))
 
 
-def given_adapter(target, learner: str) -> PeftModel:
-    """Exercise 4: the learner's adapter (non-zero weights, as if trained) saved into ``target``; returns it."""
-    model = _make(learner_seed(learner))
-    model.save_pretrained(str(target))
-    return model
+def given_adapter(target, learner: str) -> Path:
+    """Exercise 4: the learner's adapter (non-zero weights from ``secrets``, as if trained) saved into ``target``."""
+    _make(learner_seed(learner), secrets.randbits(63)).save_pretrained(str(target))
+    return Path(target)
+
+
+@lru_cache(maxsize=4)
+def _reference_of(seed: int, weights_file: str, digest: str) -> PeftModel:
+    """The float32 model of the learner's adapter with the weights in ``weights_file`` (``digest``: its hash)."""
+    model = _make(seed)
+    set_peft_model_state_dict(model, load_file(weights_file))
+    return model.eval()
+
+
+def _given(ev: Evidence) -> tuple[dict, PeftModel]:
+    """The weights the given cell saved (its snapshot), and the float32 model they make (the checker's own)."""
+    snap = ev.earlier(GIVEN_ID)
+    path = snap.value("folder") if snap is not None and snap.has("folder") else None
+    weights = path / WEIGHTS_FILE if isinstance(path, Path) else None
+    require(weights is not None and weights.is_file(), "the course has no record of the adapter its given cell "
+                                                       "saved into `folder`: run the notebook from its first cell.")
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    return load_file(str(weights)), _reference_of(ev.seed, str(weights), digest)
 
 
 def half_dtype(learner: str) -> torch.dtype:
@@ -93,16 +121,14 @@ def broken_copy(target, learner: str) -> PeftModel:
                        torch.bfloat16)
 
 
-@lru_cache(maxsize=4)
-def _repaired_ref(seed: int) -> PeftModel:
+def _repaired_ref(reference: PeftModel, seed: int) -> PeftModel:
     """What Q2's repair gives: the learner's adapter with its broken layer rounded through bfloat16."""
-    return _cast_layer(_cast_layer(copy.deepcopy(_ref(seed)), seed, torch.bfloat16), seed, torch.float32)
+    return _cast_layer(_cast_layer(copy.deepcopy(reference), seed, torch.bfloat16), seed, torch.float32)
 
 
 def _sizes(seed: int) -> tuple[int, int]:
     """Bytes of the learner's model with a float32 base, and with a 16-bit one (the LoRA weights float32)."""
-    n_lora = sum(p.numel() for _, p in lora_params(_ref(seed)))
-    n_base = sum(p.numel() for _, p in base_params(_ref(seed)))
+    n_base, n_lora = _counts(seed)
     return 4 * (n_base + n_lora), 2 * n_base + 4 * n_lora
 
 
@@ -116,15 +142,21 @@ def memory_budget(learner: str) -> int:
     return budget_of(learner_seed(learner))
 
 
-def _lora_weights_match(model, seed: int, atol: float) -> None:
-    """The model's active adapter holds the learner's adapter weights (the checker's own copy of them)."""
-    saved = get_peft_model_state_dict(_ref(seed))
+def _lora_weights_match(model, saved: dict, atol: float) -> None:
+    """The model's active adapter holds the weights the given cell saved (the snapshot's, not the folder's now)."""
     mine = get_peft_model_state_dict(model, adapter_name=active(model, "the model"))
     require(set(mine) == set(saved) and all(mine[n].shape == saved[n].shape for n in saved),
             "its LoRA layers are not the ones of the adapter in `folder`: load that one.")
     worst = max(float((mine[n].detach().float().cpu() - saved[n].float()).abs().max()) for n in saved)
-    require(worst <= atol, f"its LoRA weights differ from the saved ones by up to {worst:.1e}: load them from "
-                           "`folder`.")
+    require(worst <= atol, f"its LoRA weights differ from the ones saved in `folder` by up to {worst:.1e}: load "
+                           "them from that folder (not from a recipe or another model).")
+
+
+def _close(reference, model, what: str) -> str:
+    """Logits within bfloat16's precision of the float32 model's (the ✓ line leaves out the difference itself,
+    which depends on the learner's random weights)."""
+    same_logits(reference, model, what, atol=BF16_ATOL)
+    return f"logits within {BF16_ATOL:g} of the float32 model's"
 
 
 def _dtype_of(value, name: str) -> torch.dtype:
@@ -146,6 +178,7 @@ def _q1(ev: Evidence) -> str:
     """Lesson 4 (section 7): a 16-bit base (the learner's dtype) with the saved adapter on top, peft's defaults kept
     (LoRA weights upcast to float32); the dtype and the bytes of the LoRA weights read from the model."""
     half = spec(ev.seed)["half"]
+    weights, reference = _given(ev)
     model = peft_model(ev, "half_model")
     base = dtype_counts(base_params(model))
     require(set(base) == {half}, f"the base parameters are {base}: load the base itself in {half}, the dtype the "
@@ -153,7 +186,7 @@ def _q1(ev: Evidence) -> str:
     lora = dtype_counts(lora_params(model))
     require(set(lora) == {"float32"}, f"the LoRA weights are {lora}: with peft's defaults an adapter put on a "
                                       f"{half} base is not cast down; cast the base before adding the adapter.")
-    _lora_weights_match(model, ev.seed, atol=0.0)
+    _lora_weights_match(model, weights, atol=0.0)
     answered = _dtype_of(ev.value("lora_dtype"), "lora_dtype")
     require(answered == torch.float32, f"`lora_dtype` is {answered}, but that is not the dtype your model's LoRA "
                                        "weights have: read it from the model.")
@@ -161,20 +194,22 @@ def _q1(ev: Evidence) -> str:
     actual = _bytes(lora_params(model))
     require(stated == actual, f"`lora_bytes` is {stated:,}, but the LoRA weights of `half_model` take {actual:,} "
                               "bytes: count elements x element size over its LoRA parameters.")
-    detail = same_logits(_ref(ev.seed), model, "the 16-bit model", atol=BF16_ATOL)
+    detail = _close(reference, model, "the 16-bit model")
     return f"base {half}, LoRA float32 ({actual:,} bytes) as you said; {detail}"
 
 
 def _q2(ev: Evidence) -> str:
     """Lesson 4 (section 8): the given model, one layer left in bfloat16, cast back in place so that every
     parameter is float32."""
+    weights, reference = _given(ev)
     model = peft_model(ev, "fixed")
     require(ev.same("fixed", "broken"), "`fixed` is not `broken`: repair the given model itself, without reloading "
                                         "or copying.")
     counts = dtype_counts(model.named_parameters())
     require(set(counts) == {"float32"}, f"its parameters are {counts}: every parameter should be float32.")
-    _lora_weights_match(model, ev.seed, atol=0.0)
-    return "every parameter float32, " + same_logits(_repaired_ref(ev.seed), model, "`fixed`", atol=REPAIRED_ATOL)
+    _lora_weights_match(model, weights, atol=0.0)
+    return "every parameter float32, " + same_logits(_repaired_ref(reference, ev.seed), model, "`fixed`",
+                                                     atol=REPAIRED_ATOL)
 
 
 # ---------------------------------------------------------------------------------------- Q3
@@ -274,13 +309,14 @@ def _q3(ev: Evidence) -> str:
     require(best in MACHINES, "`place` was not tried: run its cell, then the check again.")
     for machine in ("here", *MACHINES):
         _judge_try(ev.probe(machine), best if machine == "here" else _expected(machine), machine)
+    weights, reference = _given(ev)
     model = peft_model(ev, "placed")
     where = ev.devices("placed")
     require(set(where) == {best}, f"the tensors of `placed` sit on {where}: every parameter and buffer should be "
                                   f"on {best}, the best device here.")
-    _lora_weights_match(model, ev.seed, atol=0.0)
+    _lora_weights_match(model, weights, atol=0.0)
     return f"`placed` on {best}; the right device and a real move on a GPU, MPS and CPU machine; " + \
-        same_logits(_repaired_ref(ev.seed), model, "`placed` (`fixed`, moved)", atol=REPAIRED_ATOL)
+        same_logits(_repaired_ref(reference, ev.seed), model, "`placed` (`fixed`, moved)", atol=REPAIRED_ATOL)
 
 
 # ---------------------------------------------------------------------------------------- Q4
@@ -289,6 +325,7 @@ def _q4(ev: Evidence) -> str:
     fits, else a 16-bit base; the LoRA weights float32; the bytes counted from the model."""
     budget = budget_of(ev.seed)
     full, _ = _sizes(ev.seed)
+    weights, reference = _given(ev)
     model = peft_model(ev, "fitted")
     where = ev.devices("fitted")
     require("meta" not in where, "some tensors sit on the meta device: they hold no weights at all.")
@@ -306,8 +343,8 @@ def _q4(ev: Evidence) -> str:
                                                  "loses precision for nothing; measure before you cast.")
     require(dtype in ("float32", *SIXTEEN), f"the base is {dtype}: a 16-bit float dtype is as small as this plan "
                                             "needs.")
-    _lora_weights_match(model, ev.seed, atol=0.0)
-    detail = same_logits(_ref(ev.seed), model, "`fitted`", atol=BF16_ATOL)
+    _lora_weights_match(model, weights, atol=0.0)
+    detail = _close(reference, model, "`fitted`")
     return f"{actual:,} bytes within your budget of {budget:,}, base {dtype}, LoRA float32; {detail}"
 
 
