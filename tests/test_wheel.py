@@ -75,12 +75,16 @@ def test_exercise_self_checks_run_from_the_wheel(installed):
     code = """
 from peft import LoraConfig
 from course_utils.grading.checks import CheckFailed, check
-check("ex03_q2", config=LoraConfig(r=8, target_modules=["c_attn"]))
+from course_utils.grading.questions.ex03 import tutorial_config
+from course_utils.learner import learner_name
+t = tutorial_config(learner_name())
+check("ex03_q2", config=LoraConfig(r=t.r, lora_alpha=t.lora_alpha, target_modules=["c_attn"]))
 try:
-    check("ex03_q2", config=LoraConfig(r=4, target_modules=["c_attn"]))
+    check("ex03_q2", config=LoraConfig(r=t.r + 1, lora_alpha=t.lora_alpha, target_modules=["c_attn"]))
 except CheckFailed as failed:
     print(failed)
 """
     run = _run(installed, ["-c", code])
     assert run.returncode == 0, run.stderr
-    assert "✓ ex03_q2" in run.stdout and "✗ ex03_q2: the config has rank r=4" in run.stdout, run.stdout
+    wrong_rank = "✗ ex03_q2: 4 of the 4 LoRA layers have a rank other than the tutorial's"
+    assert "✓ ex03_q2" in run.stdout and wrong_rank in run.stdout, run.stdout

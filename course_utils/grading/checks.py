@@ -19,13 +19,12 @@ from . import EVIDENCE_ENV, evidence
 from .check import none_message, verdict
 from .questions import QUESTIONS
 from .questions.ex01 import teammate_update
-from .questions.given import RANK_SEED, broken_rank_folder, given_adapter, memory_budget
+from .questions.given import given_adapter
 
 CHECKS = QUESTIONS   # id -> Question (points, answers, judge)
 SELF_CHECK = "self-check; the grader's verdict counts"
 
-__all__ = ["CHECKS", "CheckFailed", "RANK_SEED", "broken_rank_folder",
-           "check", "given_adapter", "learner", "memory_budget", "stub_message", "teammate_update"]
+__all__ = ["CHECKS", "CheckFailed", "check", "given_adapter", "learner", "stub_message", "teammate_update"]
 
 
 class CheckFailed(AssertionError):

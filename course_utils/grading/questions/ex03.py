@@ -28,7 +28,8 @@ from ...learner import learner_seed
 from ...messages import first_line
 from ...models import load_base_model
 from ...shipped import shipped_adapter
-from ..evidence import MODEL_CLASSES, Evidence
+from ..evidence import Evidence
+from ..rebuild import MODEL_CLASSES
 from .common import (
     Question,
     Wrong,

@@ -27,8 +27,9 @@ from ...messages import one_line
 from ...models import load_base_model
 from ...shipped import shipped_adapter
 from ...tasks import _LOC, _NER_TEMPLATES, _ORG, _PER, _ner_sentence, _review, ner_prompt, sentiment_prompt
-from ..evidence import MAX_ADAPTERS, Evidence, Opaque, lora_config_from
+from ..evidence import Evidence, Opaque
 from ..evidence import type_name as type_of
+from ..rebuild import MAX_ADAPTERS, lora_config_from
 from . import common
 from .common import Question, adapter_folder, folder, notebook_type, reload, require, same_logits, shipped, tokenizer
 

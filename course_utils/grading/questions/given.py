@@ -5,21 +5,13 @@ reference models (``reference`` caches one copy per process). Used by ``ex02.py`
 """
 from __future__ import annotations
 
-import json
-import math
 import tempfile
 from functools import lru_cache
-from pathlib import Path
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 
-from ...adapter_format import CONFIG_FILE, WEIGHTS_FILE
-from ...files import tensor_table
 from ...models import load_base_model
-
-# The seed of the colleague's adapter that exercise 3 Q4 repairs.
-RANK_SEED = 3
 
 
 def colleague(seed: int = 0, adapter_name: str = "default", targets=("c_attn",)) -> PeftModel:
@@ -49,28 +41,3 @@ def given_adapter(target, targets=("c_attn",), adapter_name: str = "default", se
     model = colleague(seed, adapter_name, targets)
     model.save_pretrained(str(target))
     return model
-
-
-def broken_rank_folder(target) -> Path:
-    """Exercise 3: a colleague's adapter folder whose config was edited by hand: its rank no longer fits the weights."""
-    target = Path(target)
-    given_adapter(target, seed=RANK_SEED)
-    config_path = target / CONFIG_FILE
-    config = json.loads(config_path.read_text(encoding="utf-8"))
-    config["r"] = config["r"] // 2
-    config_path.write_text(json.dumps(config, indent=2), encoding="utf-8")
-    return target
-
-
-def memory_budget(folder) -> int:
-    """Exercise 4: bytes that hold the course model in a 16-bit dtype with the float32 adapter in ``folder``, but
-    not in float32."""
-    n_lora = sum(math.prod(shape) for _, _, shape in tensor_table(Path(folder) / WEIGHTS_FILE))
-    return budget_for(n_lora)
-
-
-def budget_for(n_lora: int) -> int:
-    """The budget of ``memory_budget`` for an adapter of ``n_lora`` numbers (the checker counts its own)."""
-    n_base = sum(p.numel() for p in load_base_model().parameters())
-    fits = 2 * n_base + 4 * n_lora
-    return (fits + 4 * (n_base + n_lora)) // 2
