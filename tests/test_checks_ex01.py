@@ -260,7 +260,8 @@ def _bytes(path):
 def _safetensors_only(path):
     path = Path(path)
     table = tensor_table(path / "adapter_model.safetensors")
-    return {"r": json.loads((path / "adapter_config.json").read_text())["r"], "n_tensors": len(table), "n_numbers": sum(math.prod(s) for _, _, s in table)}
+    rank = json.loads((path / "adapter_config.json").read_text())["r"]
+    return {"r": rank, "n_tensors": len(table), "n_numbers": sum(math.prod(s) for _, _, s in table)}
 
 
 Q4_WRONG = {

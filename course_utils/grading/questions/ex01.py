@@ -13,7 +13,7 @@ from pathlib import Path, PurePath
 import torch
 from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
 from peft.tuners.lora import LoraLayer
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from ...adapter_format import PICKLE_WEIGHTS_FILE, WEIGHTS_FILE
 from ...files import list_files
