@@ -126,7 +126,9 @@ def _q2(ev: Evidence) -> str:
     names = sorted(multi.peft_config)
     require("reloaded" in names, f"`multi` has no adapter named 'reloaded' (it has {names}).")
     require(holds(multi, "reloaded", weights_of(path)),
-            f"the adapter 'reloaded' does not hold the weights in {path.name}/{WEIGHTS_FILE}: load it from there.")
+            f"the adapter 'reloaded' does not hold the weights in {path.name}/{WEIGHTS_FILE}: load it from there. If "
+            "a try left a wrong 'reloaded' in `given_multi` (PeftModel.from_pretrained(given_multi, ...) adds one to "
+            f"the model it wraps, without loading it), {RERUN}.")
     now = active(multi, "multi")
     require(now == "reloaded", f"the active adapter is {now!r}: loading an adapter into a PeftModel does not "
                                "activate it.")
