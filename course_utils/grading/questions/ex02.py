@@ -82,9 +82,9 @@ def _given_folder(ev: Evidence) -> Path:
 
 def _q1(ev: Evidence) -> str:
     """Lesson 2: the colleague's adapter reloaded from the given folder (its weights exist nowhere else)."""
-    path = _given_folder(ev)
     model = peft_model(ev, "reloaded")
     adapter = active(model, "reloaded")
+    path = _given_folder(ev)
     require(holds(model, adapter, weights_of(path)),
             "the active adapter of `reloaded` does not hold the weights the given cell saved in `folder`: load "
             "them from that folder (a model rebuilt from a seed or another adapter holds other numbers; rerunning "
@@ -118,10 +118,10 @@ def _unchanged(multi, ev: Evidence) -> None:
 
 def _q2(ev: Evidence) -> str:
     """Lesson 2: the adapter loaded into the given PeftModel under the name 'reloaded', and active."""
-    path = _given_folder(ev)
     multi = _multi(ev)
     require(ev.same("multi", "given"), "`multi` is a new model: load the adapter into `given_multi`, the model the "
                                        "given cell built.")
+    path = _given_folder(ev)
     _unchanged(multi, ev)
     names = sorted(multi.peft_config)
     require("reloaded" in names, f"`multi` has no adapter named 'reloaded' (it has {names}).")
