@@ -2,6 +2,7 @@
 for Q4's function) and the judges of its questions."""
 from __future__ import annotations
 
+import json
 import random
 import re
 import secrets
@@ -15,7 +16,7 @@ from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
 from peft.tuners.lora import LoraLayer
 from safetensors.torch import save_file
 
-from ...adapter_format import PICKLE_WEIGHTS_FILE, WEIGHTS_FILE
+from ...adapter_format import CONFIG_FILE, PICKLE_WEIGHTS_FILE, WEIGHTS_FILE
 from ...files import list_files
 from ...learner import learner_seed
 from ...messages import one_line
@@ -227,9 +228,10 @@ def _expected(task: Task) -> tuple[int, int, int]:
 
 
 def _from_folder(path: Path) -> tuple[int, int, int]:
+    """r as the folder's config gives it, and the tensors and numbers its weights file holds."""
     state = weights_of(path)
-    ranks = {t.shape[0] for k, t in state.items() if "lora_A" in k}
-    return (ranks.pop() if len(ranks) == 1 else -1), len(state), sum(t.numel() for t in state.values())
+    rank = json.loads((path / CONFIG_FILE).read_text(encoding="utf-8")).get("r")
+    return rank, len(state), sum(t.numel() for t in state.values())
 
 
 def _summary_problem(case: str, answer, expected: tuple[int, int, int]) -> str | None:
