@@ -345,15 +345,20 @@ def test_ex02_q4_cases_are_per_learner(monkeypatch, capsys):
 
 
 @pytest.mark.parametrize("who", ["bob", "s1234"])   # LoRA on c_attn and c_proj; on c_fc only
-def test_ex02_q2_trap_on_other_learners_data(who, multi, monkeypatch, tmp_path):
-    """PeftModel.from_pretrained(given_multi, folder) first, then the right answer: the ✗ says given_multi changed."""
+def test_ex02_q2_trap_on_other_learners_data(who, multi, monkeypatch, tmp_path, capsys):
+    """PeftModel.from_pretrained(given_multi, folder) first, then the right answer: the ✗ says given_multi changed.
+    The right answer alone passes (LoRA on layers given_multi has none on)."""
     monkeypatch.setenv("COURSE_LEARNER", who)
     folder = tmp_path / "ex02_adapter"
     colleague_adapter(folder, who)
     record_given("ex02_given_adapter", folder=folder)
+    good = _right(multi(), folder)
+    passes("ex02_q2", capsys, multi=good, given=good)
+    passes("ex02_q1", capsys, reloaded=reload(folder))
     for name in ("default", "reloaded"):
         model = multi()
         PeftModel.from_pretrained(model, str(folder), adapter_name=name)
         if name == "default":
             _right(model, folder)
-        fails("ex02_q2", "`given_multi` was changed.*rerun the given cell", multi=model, given=model)
+        fails("ex02_q2", "`given_multi`.*PeftModel.from_pretrained\\(given_multi, ...\\).*rerun the given cell",
+              multi=model, given=model)

@@ -101,6 +101,11 @@ def _multi(ev: Evidence):
                     f"PeftModel.from_pretrained(given_multi, ...) wraps the model it is given): {RERUN}.") from None
 
 
+def _base_weights(model) -> dict:
+    """The base model's weights by their names without LoRA's ``base_layer`` (loading LoRA onto a layer adds it)."""
+    return {name.replace(".base_layer", ""): p for name, p in base_params(model)}
+
+
 def _unchanged(multi, ev: Evidence) -> None:
     """``multi`` still holds what the given cell built: its 'default' adapter and its base weights."""
     before = ev.earlier(GIVEN_MULTI)
@@ -108,8 +113,7 @@ def _unchanged(multi, ev: Evidence) -> None:
                                                               "run: run the notebook from the top.")
     given = peft_model(before, "given_multi")
     default = get_peft_model_state_dict(given, adapter_name="default")
-    base_then = dict(base_params(given))
-    base_now = dict(base_params(multi))
+    base_then, base_now = _base_weights(given), _base_weights(multi)
     same_base = set(base_then) <= set(base_now) and all(torch.equal(base_then[k], base_now[k]) for k in base_then)
     require(holds(multi, "default", default) and same_base,
             f"`given_multi` was changed since its given cell (its 'default' adapter or its base weights are not what "
