@@ -362,3 +362,12 @@ def test_ex02_q2_trap_on_other_learners_data(who, multi, monkeypatch, tmp_path, 
             _right(model, folder)
         fails("ex02_q2", "`given_multi`.*PeftModel.from_pretrained\\(given_multi, ...\\).*rerun the given cell",
               multi=model, given=model)
+
+
+def test_ex02_q1_a_folder_saved_over_after_the_given_cell_fails(tmp_path):
+    """The judge reads the folder as the given cell left it: saving another adapter over it, then reloading, fails."""
+    folder = tmp_path / "ex02_adapter"
+    colleague_adapter(folder, "ci")
+    record_given("ex02_given_adapter", folder=folder)
+    _rebuilt_from_seed(folder).save_pretrained(folder)
+    fails("ex02_q1", "does not hold the weights the given cell saved", reloaded=reload(folder))
