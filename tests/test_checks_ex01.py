@@ -78,6 +78,7 @@ Q1_WRONG = {
     "rank_pattern": (lambda: lora(rank_pattern={"h.1.attn.c_attn": 4}), r"h\.1\.attn\.c_attn has rank 4.*rank_pattern"),
     "alpha_pattern": (lambda: lora(alpha_pattern={"h.2.attn.c_attn": 64}), r"h\.2\.attn\.c_attn scales its update by 4"),
     "lora_alpha=0": (lambda: lora(lora_alpha=0), "scales its update by 0"),
+    "another lora_alpha": (lambda: lora(lora_alpha=32), r"scales its update by 2, not lora_alpha / r = 16/16"),
     "use_rslora": (lambda: lora(use_rslora=True), "scales its update by 4.*use_rslora"),
     "an extra target": (lambda: lora(target_modules=["c_attn", "c_fc"]), r"also sits on 4 module.*mlp\.c_fc"),
     "another target": (lambda: lora(target_modules=["c_proj"]), "4 of the 4 targeted modules carry no LoRA"),
