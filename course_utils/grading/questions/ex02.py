@@ -1,55 +1,142 @@
-"""Exercise 2 (lesson 2, reloading an adapter and proving it loaded): the judges of its questions.
+"""Exercise 2 (lesson 2, reloading an adapter and proving it loaded): the data it gives and the judges of its
+questions.
 
-The adapter the exercise gives is ``given.colleague(0, targets=("c_attn", "c_fc"))``; the checker builds it again.
+The colleague's adapter (``colleague_adapter``) has a per-learner rank and targets and weights drawn from
+``secrets``: the folder is the only place they exist (the given cell keeps no model, only reference logits), and
+the given cell snapshots the folder (``record_given``), so a judge knows what the folder held before any answer ran.
 """
 from __future__ import annotations
 
-from peft import LoraConfig, PeftModel, get_peft_model
+import random
+import secrets
+import tempfile
+from dataclasses import replace
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dict
 
 from ...adapter_format import WEIGHTS_FILE
+from ...learner import learner_seed
 from ...messages import one_line
 from ...models import load_base_model
+from ...roundtrip import logits_of, sample_batch
 from ...shipped import shipped_adapter
-from ..evidence import Evidence, Opaque
+from ..evidence import Evidence, EvidenceError, Opaque, type_name
 from .common import (
     Question,
+    Wrong,
     active,
     base_params,
-    folder,
     holds,
     holds_file,
-    loaded_from,
     lora_params,
+    notebook_type,
     peft_model,
+    reload,
     require,
     same_logits,
+    tokenizer,
     weights_of,
 )
-from .given import reference, saved_and_reloaded
 
-TARGETS = ("c_attn", "c_fc")
+RANKS = (4, 6, 8, 12)
+TARGET_SETS = (("c_attn",), ("c_attn", "c_fc"), ("c_fc", "c_proj"), ("c_attn", "c_proj"), ("c_fc",))
+GIVEN_FOLDER = "ex02_given_adapter"   # the grade_id of the given cell that saves the colleague's adapter
+GIVEN_MULTI = "ex02_given_multi"      # the grade_id of the given cell that builds given_multi
+RERUN = "rerun the given cell that builds it, then load the adapter into it with load_adapter (lesson 2, section 6)"
+
+
+@lru_cache(maxsize=16)
+def colleague_config(seed: int, salt: str = "given") -> LoraConfig:
+    """The colleague's LoRA config for a learner's seed: its rank and targets differ between learners."""
+    rng = random.Random(f"ex02:{salt}:{seed}")
+    r = rng.choice(RANKS)
+    return LoraConfig(r=r, lora_alpha=2 * r, target_modules=list(rng.choice(TARGET_SETS)), init_lora_weights=False)
+
+
+def _trained(config: LoraConfig, seed: int) -> PeftModel:
+    """A PeftModel with ``config`` and non-zero weights from ``seed`` (the caller's torch RNG is left alone)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return get_peft_model(load_base_model(), replace(config, init_lora_weights=False))
+
+
+def colleague_adapter(target, learner: str) -> torch.Tensor:
+    """Exercise 2's given cell: save a colleague's trained adapter into ``target`` and return its logits on
+    ``sample_batch`` (the only trace of it outside the folder). Its weights are random on every run."""
+    model = _trained(colleague_config(learner_seed(learner)), secrets.randbits(62))
+    model.save_pretrained(str(target))
+    return logits_of(model, sample_batch(tokenizer()))
+
+
+def _given_folder(ev: Evidence) -> Path:
+    """The colleague's folder as the given cell left it."""
+    snap = ev.earlier(GIVEN_FOLDER)
+    path = snap.value("folder") if snap is not None else None
+    require(isinstance(path, Path) and (path / WEIGHTS_FILE).is_file(),
+            "the given cell that saves the colleague's adapter has not run: run the notebook from the top.")
+    return path
 
 
 def _q1(ev: Evidence) -> str:
-    """Lesson 2: a reload with PeftModel.from_pretrained that reproduces the saved model's logits."""
-    return loaded_from(ev, "reloaded", folder(ev, "folder"), reference(0, "default", TARGETS), "reference")
+    """Lesson 2: the colleague's adapter reloaded from the given folder (its weights exist nowhere else)."""
+    model = peft_model(ev, "reloaded")
+    adapter = active(model, "reloaded")
+    path = _given_folder(ev)
+    require(holds(model, adapter, weights_of(path)),
+            "the active adapter of `reloaded` does not hold the weights the given cell saved in `folder`: load "
+            "them from that folder (a model rebuilt from a seed or another adapter holds other numbers; rerunning "
+            "the given cell saves new ones).")
+    return "loaded from the given folder; " + same_logits(reload(path), model, "`reloaded`")
+
+
+def _multi(ev: Evidence):
+    """``multi``, rebuilt; a model that cannot be rebuilt had LoRA put into its LoRA layers."""
+    try:
+        return peft_model(ev, "multi")
+    except EvidenceError:
+        raise Wrong(f"`given_multi` was changed in a way no load_adapter does (LoRA layers inside its LoRA layers: "
+                    f"PeftModel.from_pretrained(given_multi, ...) wraps the model it is given): {RERUN}.") from None
+
+
+def _base_weights(model) -> dict:
+    """The base model's weights by their names without LoRA's ``base_layer`` (loading LoRA onto a layer adds it)."""
+    return {name.replace(".base_layer", ""): p for name, p in base_params(model)}
+
+
+def _unchanged(multi, ev: Evidence) -> None:
+    """``multi`` still holds what the given cell built: its 'default' adapter and its base weights."""
+    before = ev.earlier(GIVEN_MULTI)
+    require(before is not None and before.has("given_multi"), "the given cell that builds `given_multi` has not "
+                                                              "run: run the notebook from the top.")
+    given = peft_model(before, "given_multi")
+    default = get_peft_model_state_dict(given, adapter_name="default")
+    base_then, base_now = _base_weights(given), _base_weights(multi)
+    same_base = set(base_then) <= set(base_now) and all(torch.equal(base_then[k], base_now[k]) for k in base_then)
+    require(holds(multi, "default", default) and same_base,
+            f"`given_multi` was changed since its given cell (its 'default' adapter or its base weights are not what "
+            f"the cell built: PeftModel.from_pretrained(given_multi, ...) changes the model it wraps): {RERUN}.")
 
 
 def _q2(ev: Evidence) -> str:
     """Lesson 2: the adapter loaded into the given PeftModel under the name 'reloaded', and active."""
-    path = folder(ev, "folder")
-    multi = peft_model(ev, "multi")
+    multi = _multi(ev)
     require(ev.same("multi", "given"), "`multi` is a new model: load the adapter into `given_multi`, the model the "
                                        "given cell built.")
+    path = _given_folder(ev)
+    _unchanged(multi, ev)
     names = sorted(multi.peft_config)
     require("reloaded" in names, f"`multi` has no adapter named 'reloaded' (it has {names}).")
     require(holds(multi, "reloaded", weights_of(path)),
-            f"the adapter 'reloaded' does not hold the weights in {path.name}/{WEIGHTS_FILE}: load it from there.")
+            f"the adapter 'reloaded' does not hold the weights in {path.name}/{WEIGHTS_FILE}: load it from there. If "
+            "a try left a wrong 'reloaded' in `given_multi` (PeftModel.from_pretrained(given_multi, ...) adds one to "
+            f"the model it wraps, without loading it), {RERUN}.")
     now = active(multi, "multi")
     require(now == "reloaded", f"the active adapter is {now!r}: loading an adapter into a PeftModel does not "
                                "activate it.")
-    return "'reloaded' is active and gives " + same_logits(reference(0, "default", TARGETS), multi,
-                                                           "the 'reloaded' adapter")
+    return "'reloaded' is active and gives " + same_logits(reload(path), multi, "the 'reloaded' adapter")
 
 
 def _q3(ev: Evidence) -> str:
@@ -67,27 +154,37 @@ def _q3(ev: Evidence) -> str:
 
 
 # The cases Q4's function is tried on, and what it must answer for each.
-CASES = {"a real reload": True, "the plain base model": False, "a fresh, untrained adapter": False,
-         "another trained adapter": False, "an untrained saved adapter": False}
+CASES = {"a real reload": True, "a reload through transformers' load_adapter": True, "the plain base model": False,
+         "a fresh, untrained adapter": False, "another trained adapter of the same shape": False,
+         "an untrained saved adapter and its reload": False}
+
+
+def _cases(seed: int) -> dict:
+    """(saved, candidate) for each case of CASES, built by the course from the learner's seed."""
+    config = colleague_config(seed, "q4")
+    saved = _trained(config, seed)
+    untrained = get_peft_model(load_base_model(), replace(config, init_lora_weights=True))
+    with tempfile.TemporaryDirectory() as tmp:
+        saved.save_pretrained(Path(tmp) / "saved")
+        untrained.save_pretrained(Path(tmp) / "untrained")
+        plain = load_base_model()
+        plain.load_adapter(str(Path(tmp) / "saved"))
+        return {"a real reload": (saved, reload(Path(tmp) / "saved")),
+                "a reload through transformers' load_adapter": (saved, plain),
+                "the plain base model": (saved, load_base_model()),
+                "a fresh, untrained adapter": (saved, get_peft_model(load_base_model(),
+                                                                     replace(config, init_lora_weights=True))),
+                "another trained adapter of the same shape": (saved, _trained(config, seed + 1)),
+                "an untrained saved adapter and its reload": (untrained, reload(Path(tmp) / "untrained"))}
 
 
 def _probe_q4(answers: dict) -> dict:
-    """In the learner's kernel: ``proves_reload`` run on the cases of CASES, built here from the course's recipes."""
+    """In the learner's kernel: ``proves_reload`` run on each case of CASES, built here from the course's recipes."""
     proves = answers.get("proves_reload")
     if not callable(proves):
         return {}
-    saved, (real,) = saved_and_reloaded(1, targets=TARGETS)
-
-    def untrained():
-        return get_peft_model(load_base_model(), LoraConfig(r=8, target_modules=["c_attn"]))
-
-    pairs = {"a real reload": (saved, real), "the plain base model": (saved, load_base_model()),
-             "a fresh, untrained adapter": (saved, untrained()),
-             "another trained adapter": (saved, PeftModel.from_pretrained(load_base_model(),
-                                                                          shipped_adapter("spanish_sentiment"))),
-             "an untrained saved adapter": (untrained(), untrained())}
     out = {}
-    for case, (a, b) in pairs.items():
+    for case, (a, b) in _cases(learner_seed()).items():
         try:
             out[case] = proves(a, b)
         except Exception as exc:  # noqa: BLE001 - the learner's function failed: that is the evidence
@@ -95,31 +192,35 @@ def _probe_q4(answers: dict) -> dict:
     return out
 
 
+def _case_problem(case: str, expected: bool, answer) -> str | None:
+    """What is wrong with ``answer`` on ``case`` (None when it is right)."""
+    if isinstance(answer, dict) and "raised" in answer:
+        return f"it raised {answer['raised']} on {case}"
+    if isinstance(answer, Opaque) and answer.foreign:
+        return f"it returned a {answer.type_name} (a type the notebook made) on {case}"
+    if not isinstance(answer, bool):
+        return f"it returned a {type_name(answer)}, not True or False, on {case}"
+    if answer != expected:
+        why = " (matching logits prove nothing when the saved adapter is untrained)" if "untrained saved" in case else ""
+        return f"it returned {answer} on {case}{why}"
+    return None
+
+
 def _q4(ev: Evidence) -> str:
-    """Lesson 2: the learner's own logit proof: True for a real reload, False for every load that proves nothing."""
-    folder(ev, "folder")
+    """Lesson 2: the learner's own logit proof, run on every case: True for real reloads, False for loads that
+    prove nothing."""
     fn = ev.value("proves_reload")
-    require(isinstance(fn, Opaque) and fn.function, f"`proves_reload` should be a function, not a "
-                                                    f"{getattr(fn, 'type_name', type(fn).__name__)}.")
-    for case, expected in CASES.items():
-        answer = ev.probe(case)
-        if isinstance(answer, dict) and "raised" in answer:
-            require(False, f"it raised {answer['raised']} ({case}).")
-        require(isinstance(answer, bool), f"`proves_reload` should return True or False, not a "
-                                          f"{getattr(answer, 'type_name', type(answer).__name__)} ({case}).")
-        if expected:
-            require(answer, "it returns False for a real reload of the saved adapter.")
-        elif case == "an untrained saved adapter":
-            require(not answer, "it returns True when the saved adapter is untrained: matching logits then prove "
-                                "nothing (the base model gives them too).")
-        else:
-            require(not answer, f"it returns True for {case}.")
-    return "True for the real reload; False for the base, an untrained or another adapter, and a no-op adapter"
+    notebook_type(fn, "proves_reload")
+    require(isinstance(fn, Opaque) and fn.function, f"`proves_reload` should be a function, not a {type_name(fn)}.")
+    problems = [p for case, expected in CASES.items() if (p := _case_problem(case, expected, ev.probe(case)))]
+    if problems:
+        raise Wrong(f"wrong on {len(problems)} of {len(CASES)} cases: {'; '.join(problems[:3])} (lesson 2, section 3).")
+    return f"right on all {len(CASES)} cases: True for both reloads, False for the base, untrained or other adapters"
 
 
 QUESTIONS = (
-    Question("ex02_q1", 2, ("reloaded",), _q1, ("folder", "reference")),
-    Question("ex02_q2", 2, ("multi",), _q2, ("folder", "given", "reference")),
+    Question("ex02_q1", 2, ("reloaded",), _q1),
+    Question("ex02_q2", 2, ("multi",), _q2, ("given",)),
     Question("ex02_q3", 2, ("trainable",), _q3),
-    Question("ex02_q4", 3, ("proves_reload",), _q4, ("folder", "reference"), _probe_q4),
+    Question("ex02_q4", 3, ("proves_reload",), _q4, (), _probe_q4),
 )
