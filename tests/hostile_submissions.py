@@ -166,7 +166,7 @@ def reads_solutions() -> nbformat.NotebookNode:
             "else:\n"
             f"    print('no solutions here')\n"
             + {"ex01_q1": "    model = None", "ex01_q2": "    folder = None", "ex01_q3": "    files = None",
-               "ex01_q4": "    n_tensors = None", "ex01_q5": "    changed = None"}[gid])
+               "ex01_q4": "    adapter_summary = None", "ex01_q5": "    changed = None"}[gid])
     return nb
 
 

@@ -6,8 +6,9 @@ one ✓ line, or raises ``CheckFailed`` with one ✗ line saying what is wrong w
 a self-check: the grader runs the same judge on the same evidence, outside the learner's kernel, and its verdict
 is the one that counts. Under the grader (``$COURSE_EVIDENCE`` set) ``check`` only writes the evidence.
 
-The material the exercises give (``given_adapter``, ``teammate_update``, ...) is re-exported here for the
-notebooks. Each question's judge lives in ``questions/exNN.py``, whose docstrings name the lesson.
+The first cell's ``learner()`` is re-exported here. Each exercise's given material (its per-learner data) and
+its questions' judges live in ``questions/exNN.py``, whose docstrings name the lesson; the notebooks import the
+given material from there.
 """
 from __future__ import annotations
 
@@ -18,20 +19,15 @@ from ..learner import learner
 from . import EVIDENCE_ENV, evidence
 from .check import none_message, verdict
 from .questions import QUESTIONS
-from .questions.ex01 import teammate_update
-from .questions.given import given_adapter
 
 CHECKS = QUESTIONS   # id -> Question (points, answers, judge)
 SELF_CHECK = "self-check; the grader's verdict counts"
 
-__all__ = ["CHECKS", "CheckFailed", "check", "given_adapter", "learner", "stub_message", "teammate_update"]
+__all__ = ["CHECKS", "CheckFailed", "check", "learner", "stub_message"]
 
 
 class CheckFailed(AssertionError):
     """A check that did not pass. Shown in a notebook as its one ✗ line, without a traceback."""
-
-    def __init__(self, line: str):
-        super().__init__(line)
 
     def _render_traceback_(self) -> list[str]:  # IPython shows this instead of a traceback
         return [str(self)]
