@@ -317,8 +317,8 @@ def _tokens(batch: tuple[tuple[str, str], ...]) -> tuple:
     return tuple(rows)
 
 
-def _generated(calls, batch: tuple, why: str, pairing: str = "") -> None:
-    generated(calls, batch, _tokens(tuple(batch)), tokenizer().pad_token_id, why, pairing)
+def _generated(calls, batch: tuple, why: str, pairing: str = "", then=None) -> None:
+    generated(calls, batch, _tokens(tuple(batch)), tokenizer().pad_token_id, why, pairing, then)
 
 
 def _probe_q4(answers: dict) -> dict:
@@ -383,8 +383,8 @@ def _q4(ev: Evidence) -> str:
         _generated(seen.get("calls"), new, "`serve` did not generate its texts in the batched call: one forward pass "
                    "per new token, each with all the rows and their adapters (generate does that; lesson 5, section 3).",
                    "`serve` passed adapter names that are not the rows' own: each prompt must run with its own adapter "
-                   "(rows may be in any order in the call; lesson 5, section 3).")
-        _rows_match(got, new, mixed_expected(new), "on a new batch, `serve`'s", "")
+                   "(rows may be in any order in the call; lesson 5, section 3).",
+                   lambda got=got, new=new: _rows_match(got, new, mixed_expected(new), "on a new batch, `serve`'s", ""))
     return f"`serve` answers new batches in one batched generation; your {len(batch)} rows equal their one-adapter runs"
 
 

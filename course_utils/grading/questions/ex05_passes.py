@@ -98,11 +98,13 @@ def _steps_ok(calls: list, start: int, order: list[int], data: tuple) -> bool:
     return True
 
 
-def generated(calls, batch: tuple, data: tuple, pad: int, why: str, pairing: str = "") -> None:
+def generated(calls, batch: tuple, data: tuple, pad: int, why: str, pairing: str = "", then=None) -> None:
     """The recorded passes hold a real generation of ``batch``: a prefill of every prompt with its own adapter, then
     one pass per new token with the same rows and adapters. ``data``: per row, its prompt's ids and the new ids the
     checker's own generation writes up to the row's text end; ``pad``: the padding id."""
     require(isinstance(calls, list) and calls, why)
     starts = [(s, order) for s, call in enumerate(calls) if (order := _pairing(call, data, batch, pad)) is not None]
     require(starts, pairing or why)
+    if then is not None:   # what the judge checks between the pairing and the steps (e.g. the texts)
+        then()
     require(any(_steps_ok(calls, s, order, data) for s, order in starts), why)
