@@ -294,8 +294,8 @@ def _q3(ev: Evidence) -> str:
         require(not common.holds(team, name, {"base_model.model." + k: v for k, v in saved.items()}),
                 f"{name}/ holds team's weights under keys without the `base_model.model.` prefix: peft cannot load "
                 "keys without that prefix; save in peft's format (lesson 5, section 4).")
-        require(common.holds(team, name, saved), f"{name}/ does not hold the weights of team's {name} adapter: save "
-                                                 "`team` itself, with that adapter active.")
+        require(common.holds(team, name, saved), f"{name}/ does not hold the weights of team's {name} adapter (as its "
+                                                 "cell last made it): save `team` itself, with that adapter active.")
         team.base_model.set_adapter(name)
         same_logits(team, reload(sub), f"the {name} adapter reloaded from {name}/")
     return "team's two retuned adapters, each in its own subfolder, reload to team's logits"
