@@ -29,8 +29,19 @@ from ...tasks import _LOC, _NER_TEMPLATES, _ORG, _PER, _ner_sentence, _review, n
 from ..evidence import Evidence, Opaque
 from ..evidence import type_name as type_of
 from ..rebuild import MAX_ADAPTERS, lora_config_from
-from . import common
-from .common import Question, adapter_folder, folder, notebook_type, reload, require, same_logits, shipped, tokenizer
+from .common import (
+    Question,
+    adapter_folder,
+    folder,
+    holds,
+    notebook_type,
+    reload,
+    require,
+    same_logits,
+    shipped,
+    tokenizer,
+    weights_of,
+)
 from .ex05_passes import BASE, active_adapter, call, generated, layers, record_passes
 
 PROBE_SENTENCES, PROBE_BATCHES = 3, (("probe-a", 3), ("probe-b", 5))   # the unseen inputs of Q2's and Q4's probes
@@ -198,7 +209,7 @@ def _q1(ev: Evidence) -> str:
     names = sorted(model.peft_config)
     for name in ADAPTER_NAMES:
         require(name in names, f"no adapter named {name!r} (the model has {names}): name each adapter when you load it.")
-        require(common.holds(model, name, load_file(str(shipped_adapter(name) / WEIGHTS_FILE))),
+        require(holds(model, name, load_file(str(shipped_adapter(name) / WEIGHTS_FILE))),
                 f"the adapter named {name!r} does not hold the weights of the shipped {name} adapter.")
     require(len(names) == len(ADAPTER_NAMES), f"`model` holds {names}: the task asks for the two shipped adapters only.")
     base = _base_state()
@@ -287,14 +298,14 @@ def _q3(ev: Evidence) -> str:
             "(lesson 5, section 4)." if (root / CONFIG_FILE).is_file() else ": save each of team's adapters into its own "
             "subfolder."))
         adapter_folder(sub)
-        saved = common.weights_of(sub)
-        require(not common.holds(shipped(name), "default", saved),
+        saved = weights_of(sub)
+        require(not holds(shipped(name), "default", saved),
                 f"{name}/ holds the shipped {name} adapter, not the retuned one in `team`: save team's adapters "
                 "(a copy of the shipped folder is not what team holds).")
-        require(not common.holds(team, name, {"base_model.model." + k: v for k, v in saved.items()}),
+        require(not holds(team, name, {"base_model.model." + k: v for k, v in saved.items()}),
                 f"{name}/ holds team's weights under keys without the `base_model.model.` prefix: peft cannot load "
                 "keys without that prefix; save in peft's format (lesson 5, section 4).")
-        require(common.holds(team, name, saved), f"{name}/ does not hold the weights of team's {name} adapter (as its "
+        require(holds(team, name, saved), f"{name}/ does not hold the weights of team's {name} adapter (as its "
                                                  "cell last made it): save `team` itself, with that adapter active.")
         team.base_model.set_adapter(name)
         same_logits(team, reload(sub), f"the {name} adapter reloaded from {name}/")
