@@ -9,13 +9,10 @@ from __future__ import annotations
 import random
 import secrets
 import tempfile
-import warnings
-from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
 import torch
-import transformers
 from peft import PeftModel, get_peft_model
 from safetensors.torch import load_file, save_file
 
@@ -42,7 +39,7 @@ from .common import (
     tokenizer,
     weights_of,
 )
-from .ex05_passes import BASE, active_adapter, call, generated, layers, record_passes
+from .ex05_passes import BASE, active_adapter, call, generated, layers, quiet, record_passes
 
 PROBE_SENTENCES, PROBE_BATCHES = 3, (("probe-a", 3), ("probe-b", 5))   # the unseen inputs of Q2's and Q4's probes
 TEAM_GIVEN = "ex05_q3_given"   # the grade_id of the given cell that makes `team` and snapshots it (record_given)
@@ -50,22 +47,9 @@ _TEMPLATES = tuple(t for t in _NER_TEMPLATES if any(w in t for w in ("flew", "ra
 
 
 # ============================================================================ the data (learner's kernel and checker)
-@contextmanager
-def _quiet():
-    """No library warnings or load reports (a given cell's output stays the same on every run)."""
-    verbosity = transformers.logging.get_verbosity()
-    transformers.logging.set_verbosity_error()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        transformers.logging.set_verbosity(verbosity)
-
-
 def _fresh_two() -> PeftModel:
     """A new base with both shipped adapters, spanish_sentiment active (probes pass it to the learner's functions)."""
-    with _quiet():
+    with quiet():
         model = PeftModel.from_pretrained(load_base_model(), str(shipped_adapter(ADAPTER_NAMES[0])),
                                           adapter_name=ADAPTER_NAMES[0])
         model.load_adapter(str(shipped_adapter(ADAPTER_NAMES[1])), adapter_name=ADAPTER_NAMES[1])
@@ -142,7 +126,7 @@ def teammate_model(learner: str):
     given cell snapshots it with ``record_given``; Q3's judge compares the saved folders with that snapshot)."""
     rng, gen = random.Random(f"ex05-team-{learner_seed(learner)}"), torch.Generator().manual_seed(secrets.randbits(63))
     model = load_base_model()
-    with tempfile.TemporaryDirectory() as tmp, _quiet():
+    with tempfile.TemporaryDirectory() as tmp, quiet():
         for name in ADAPTER_NAMES:
             state = load_file(str(shipped_adapter(name) / WEIGHTS_FILE))
             moved = set(rng.sample(range(4), 2))   # 2 of the 4 blocks, per learner

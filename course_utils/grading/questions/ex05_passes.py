@@ -3,7 +3,11 @@ of the model a probe hands to the learner's function), and how a judge reads a r
 (lesson 5, sections 2 and 3). Split from ex05.py for its length; the judges live there."""
 from __future__ import annotations
 
+import warnings
+from contextlib import contextmanager
+
 import torch
+import transformers
 from peft.tuners.lora import LoraLayer
 
 from ...messages import one_line
@@ -11,6 +15,19 @@ from ..evidence import Evidence
 from .common import require
 
 BASE = "__base__"
+
+
+@contextmanager
+def quiet():
+    """No library warnings or load reports (a given cell's output stays the same on every run)."""
+    verbosity = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        transformers.logging.set_verbosity(verbosity)
 
 
 def layers(model) -> dict:
