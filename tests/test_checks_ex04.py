@@ -12,7 +12,7 @@ import torch
 from check_assertions import AlwaysEqual, fails, passes
 from peft import LoraConfig, PeftModel, get_peft_model
 
-from course_utils import device_name, load_base_model, shipped_adapter
+from course_utils import assert_single_device, device_name, load_base_model, shipped_adapter
 from course_utils.grading.evidence import evidence_root, record_given
 from course_utils.grading.questions.ex04 import (
     GIVEN_ID,
@@ -212,11 +212,26 @@ def place_with_cuda_method(m):
     return (m.cuda() if device == "cuda" else m.to(device=device)), device
 
 
+def place_read_back(m):
+    """The device's name read back from where the model landed."""
+    m = m.to(device_name())
+    return m, next(m.parameters()).device.type
+
+
+def place_verified(m):
+    """The move checked with the lesson's assert_single_device."""
+    device = device_name()
+    m = m.to(device)
+    landed = assert_single_device(m)
+    assert landed.split(":")[0] == device, f"model landed on {landed}, not {device}"
+    return m, device
+
+
 def _fixed(folder):
     return broken_copy(folder, "ci").float()
 
 
-@pytest.mark.parametrize("right", [place, place_by_hand, place_with_cuda_method])
+@pytest.mark.parametrize("right", [place, place_by_hand, place_with_cuda_method, place_read_back, place_verified])
 def test_ex04_q3_right(right, folder, capsys):
     fixed = _fixed(folder)
     passes("ex04_q3", capsys, place=right, placed=right(fixed)[0], fixed=fixed, folder=folder)
@@ -253,6 +268,11 @@ def mps_for_any_gpu(m):
     return m.to("mps" if gpu else "cpu"), device_name()
 
 
+def casts_off_cpu(m):
+    device = device_name()
+    return (m.to(device, torch.float16) if device != "cpu" else m.to(device)), device
+
+
 def tensor_by_tensor(m):
     device = device_name()
     for p in m.parameters():
@@ -268,6 +288,7 @@ WRONG_PLACE = {
     model_only: r"return \(model, device\)",
     device_object: "names the device '<device>'",
     mps_for_any_gpu: r"moves the model to \['mps'\]",
+    casts_off_cpu: r"leaves the model's parameters \['float16'\] .*do not cast",
 }
 
 
@@ -289,7 +310,11 @@ def test_ex04_q3_wrong_answers(folder):
     fails("ex04_q3", "should be a function", place="cpu", placed=placed, fixed=fixed, folder=folder)
     fails("ex04_q3", "not a PeftModel", place=place, placed=place(load_base_model())[0], fixed=fixed, folder=folder)
     fresh = place(reload(folder))[0]
-    fails("ex04_q3", "different logits", place=place, placed=fresh, fixed=fixed, folder=folder)
+    fails("ex04_q3", "`placed` is not `fixed`", place=place, placed=fresh, fixed=fixed, folder=folder)
+    fails("ex04_q3", "`placed` is not `fixed`", place=place, placed=place(copy.deepcopy(fixed))[0], fixed=fixed,
+          folder=folder)
+    fails("ex04_q3", "`placed` is not `fixed`", place=place, placed=place(_fixed(folder))[0], fixed=fixed,
+          folder=folder)
     split = place(_fixed(folder))[0]
     split.base_model.model.transformer.h[0].attn.c_attn.lora_A["default"].to("meta")
     fails("ex04_q3", r"tensors of `placed` sit on .*'meta': 1", place=place, placed=split, fixed=split, folder=folder)
@@ -325,11 +350,19 @@ def _on_meta(folder):
     return model
 
 
+def _lora_rounded(folder):
+    model = reload(folder, torch.bfloat16)
+    for name, p in model.named_parameters():
+        if "lora_" in name:
+            p.data = p.data.to(torch.bfloat16).float()
+    return model
+
+
 def _wrong_q4(folder):
     bf16 = reload(folder, torch.bfloat16)
     all16 = reload(folder, torch.bfloat16, autocast_adapter_dtype=False)
     other = PeftModel.from_pretrained(load_base_model(dtype=torch.bfloat16), shipped_adapter("spanish_sentiment"))
-    mixed, full = _mixed(folder), reload(folder)
+    mixed, full, rounded = _mixed(folder), reload(folder), _lora_rounded(folder)
     return {
         "float32 over the budget": (full, size(full), "over your budget"),
         "the budget typed in": (bf16, memory_budget("ci"), "`fitted_bytes` is"),
@@ -340,12 +373,13 @@ def _wrong_q4(folder):
         "no adapter": (load_base_model(dtype=torch.bfloat16), 1, "not a PeftModel"),
         "tensors on meta": (_on_meta(folder), size(bf16), "meta device"),
         "always equal": (bf16, AlwaysEqual(), "whole number"),
+        "LoRA rounded through bfloat16": (rounded, size(rounded), "rounded through bfloat16 .*cast the base alone"),
     }
 
 
 @pytest.mark.parametrize("case", ["float32 over the budget", "the budget typed in", "bytes as text",
                                   "LoRA cast down", "base of mixed dtypes", "another adapter", "no adapter",
-                                  "tensors on meta", "always equal"])
+                                  "tensors on meta", "always equal", "LoRA rounded through bfloat16"])
 def test_ex04_q4_wrong(case, folder):
     fitted, fitted_bytes, message = _wrong_q4(folder)[case]
     fails("ex04_q4", message, fitted=fitted, fitted_bytes=fitted_bytes, folder=folder)
