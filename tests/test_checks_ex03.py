@@ -15,6 +15,7 @@ import pytest
 import torch
 from check_assertions import AlwaysEqual, fails, passes
 from peft import LoraConfig, PeftModel, get_peft_model, set_peft_model_state_dict
+from peft.tuners.lora import LoraLayer
 from safetensors.torch import load_file, save_file
 
 from course_utils import load_base_model, shipped_adapter
@@ -86,6 +87,9 @@ def test_ex03_q1_right(shared, capsys):
     round_trip.merge_adapter()
     round_trip.unmerge_adapter()  # not bit-exact (lesson 3): within 1e-4
     passes("ex03_q1", capsys, fixed=round_trip, shared=shared)
+    merged = reload(_sub(shared))
+    merged.merge_adapter()  # merged for inference: the outputs are the adapter's
+    passes("ex03_q1", capsys, fixed=merged, shared=shared)
 
 
 def _plain(path, **kwargs):
@@ -111,6 +115,26 @@ def _plain_rslora(shared):
     config = LoraConfig.from_pretrained(str(_sub(shared)))
     config.use_rslora = True
     return _plain(_sub(shared), peft_config=config)
+
+
+def _switched_off(shared):
+    model = reload(_sub(shared))
+    model.base_model.disable_adapter_layers()
+    return model
+
+
+def _plain_switched_off(shared):
+    model = _plain(_sub(shared))
+    model.disable_adapters()
+    return model
+
+
+def _scaled_to_zero(model, only=None):
+    for module in model.modules():
+        if isinstance(module, LoraLayer):
+            for adapter in [only] if only else list(module.scaling):
+                module.set_scale(adapter, 0.0)
+    return model
 
 
 def _recipe_again(tmp_path):
@@ -155,6 +179,10 @@ WRONG_Q1 = {
     "always equal": (lambda s, t: AlwaysEqual(), "not a PeftModel"),
     "transformers loader, lora_alpha x4": (lambda s, t: _plain_alpha_x4(s), "its lora_alpha is 64.*says 16"),
     "transformers loader, rslora": (lambda s, t: _plain_rslora(s), "its use_rslora is True"),
+    "adapter layers switched off": (lambda s, t: _switched_off(s), "LoRA layers switched off"),
+    "transformers loader, disable_adapters": (lambda s, t: _plain_switched_off(s), "LoRA layers switched off"),
+    "set_scale(0)": (lambda s, t: _scaled_to_zero(reload(_sub(s))), "scaled by 0, not by lora_alpha/r"),
+    "transformers loader, set_scale(0)": (lambda s, t: _scaled_to_zero(_plain(_sub(s))), "scaled by 0"),
 }
 
 
@@ -300,6 +328,21 @@ def test_ex03_q3(capsys):
     round_trip.merge_adapter()
     round_trip.unmerge_adapter()  # not bit-exact (lesson 3): within 1e-4
     passes("ex03_q3", capsys, spanish_model=round_trip)
+    merged_active = _two()
+    merged_active.set_adapter("spanish_sentiment")
+    merged_active.merge_adapter()  # merged for inference: the outputs are the Spanish adapter's
+    passes("ex03_q3", capsys, spanish_model=merged_active)
+    off = _two()
+    off.set_adapter("spanish_sentiment")
+    off.base_model.disable_adapter_layers()
+    fails("ex03_q3", "LoRA layers switched off", spanish_model=off)
+    silenced = _two()
+    silenced.set_adapter("spanish_sentiment")
+    fails("ex03_q3", "'spanish_sentiment' is scaled by 0", spanish_model=_scaled_to_zero(silenced, "spanish_sentiment"))
+    ner_merged = _two()
+    ner_merged.merge_adapter()
+    ner_merged.set_adapter("spanish_sentiment")  # peft unmerges before it switches
+    passes("ex03_q3", capsys, spanish_model=ner_merged)
     half = _two()
     half.set_adapter("spanish_sentiment")
     fails("ex03_q3", r"parameters of `spanish_model` are \{'bfloat16'.*needs no cast",
