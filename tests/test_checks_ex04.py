@@ -11,6 +11,7 @@ import pytest
 import torch
 from check_assertions import AlwaysEqual, fails, passes
 from peft import LoraConfig, PeftModel, get_peft_model
+from peft.tuners.lora import LoraLayer
 
 from course_utils import assert_single_device, device_name, load_base_model, shipped_adapter
 from course_utils.grading.evidence import evidence_root, record_given
@@ -165,6 +166,10 @@ def test_ex04_q2_right(folder, capsys):
         if any(p.dtype == torch.bfloat16 for p in module.parameters(recurse=False)):
             module.float()
     passes("ex04_q2", capsys, fixed=broken, broken=broken, folder=folder)
+    broken = broken_copy(folder, "ci")
+    fixed = broken.float()
+    fixed.merge_adapter()  # merged for inference: the outputs are the adapter's
+    passes("ex04_q2", capsys, fixed=fixed, broken=broken, folder=folder)
 
 
 def _half_to_fp16(folder):
@@ -175,7 +180,22 @@ def _half_to_fp16(folder):
     return broken
 
 
+def _switched_off(model):
+    model.base_model.disable_adapter_layers()
+    return model
+
+
+def _scaled_to_zero(model):
+    for module in model.modules():
+        if isinstance(module, LoraLayer):
+            module.set_scale("default", 0.0)
+    return model
+
+
 WRONG_Q2 = {
+    "adapter switched off": (lambda f: (lambda b: (_switched_off(b.float()), b))(broken_copy(f, "ci")),
+                             "LoRA layers switched off"),
+    "set_scale(0)": (lambda f: (lambda b: (_scaled_to_zero(b.float()), b))(broken_copy(f, "ci")), "scaled by 0"),
     "unrepaired": (lambda f: (lambda b: (b, b))(broken_copy(f, "ci")), r"'bfloat16': 2\}"),
     "all bfloat16": (lambda f: (lambda b: (b.to(torch.bfloat16), b))(broken_copy(f, "ci")), r"\{'bfloat16': \d+\}"),
     "cast to float16": (lambda f: (lambda b: (b, b))(_half_to_fp16(f)), "'float16': 2"),
@@ -315,6 +335,8 @@ def test_ex04_q3_wrong_answers(folder):
           folder=folder)
     fails("ex04_q3", "`placed` is not `fixed`", place=place, placed=place(_fixed(folder))[0], fixed=fixed,
           folder=folder)
+    off = _switched_off(_fixed(folder))
+    fails("ex04_q3", "LoRA layers switched off", place=place, placed=place(off)[0], fixed=off, folder=folder)
     split = place(_fixed(folder))[0]
     split.base_model.model.transformer.h[0].attn.c_attn.lora_A["default"].to("meta")
     fails("ex04_q3", r"tensors of `placed` sit on .*'meta': 1", place=place, placed=split, fixed=split, folder=folder)
@@ -374,12 +396,15 @@ def _wrong_q4(folder):
         "tensors on meta": (_on_meta(folder), size(bf16), "meta device"),
         "always equal": (bf16, AlwaysEqual(), "whole number"),
         "LoRA rounded through bfloat16": (rounded, size(rounded), "rounded through bfloat16 .*cast the base alone"),
+        "adapter switched off": (_switched_off(reload(folder, torch.bfloat16)), size(bf16), "switched off"),
+        "set_scale(0)": (_scaled_to_zero(reload(folder, torch.bfloat16)), size(bf16), "scaled by 0"),
     }
 
 
 @pytest.mark.parametrize("case", ["float32 over the budget", "the budget typed in", "bytes as text",
                                   "LoRA cast down", "base of mixed dtypes", "another adapter", "no adapter",
-                                  "tensors on meta", "always equal", "LoRA rounded through bfloat16"])
+                                  "tensors on meta", "always equal", "LoRA rounded through bfloat16",
+                                  "adapter switched off", "set_scale(0)"])
 def test_ex04_q4_wrong(case, folder):
     fitted, fitted_bytes, message = _wrong_q4(folder)[case]
     fails("ex04_q4", message, fitted=fitted, fitted_bytes=fitted_bytes, folder=folder)
