@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import copy
 import json
+import math
+import os
 import shutil
 
 import numpy as np
@@ -13,6 +15,7 @@ import pytest
 import torch
 from check_assertions import AlwaysEqual, fails, passes
 from peft import LoraConfig, PeftModel, get_peft_model, set_peft_model_state_dict
+from peft.tuners.lora import LoraLayer
 from safetensors.torch import load_file, save_file
 
 from course_utils import load_base_model, shipped_adapter
@@ -80,6 +83,13 @@ def test_ex03_q1_right(shared, capsys):
     plain.load_adapter(str(_sub(shared)))  # transformers' own loader, on a plain base
     passes("ex03_q1", capsys, fixed=plain, shared=shared)
     passes("ex03_q1", capsys, fixed=_plain(_sub(shared), adapter_name="colleague"), shared=shared)
+    round_trip = reload(_sub(shared))
+    round_trip.merge_adapter()
+    round_trip.unmerge_adapter()  # not bit-exact (lesson 3): within 1e-4
+    passes("ex03_q1", capsys, fixed=round_trip, shared=shared)
+    merged = reload(_sub(shared))
+    merged.merge_adapter()  # merged for inference: the outputs are the adapter's
+    passes("ex03_q1", capsys, fixed=merged, shared=shared)
 
 
 def _plain(path, **kwargs):
@@ -92,6 +102,38 @@ def _plain_altered(shared):
     model = _plain(_sub(shared))
     with torch.no_grad():
         model.transformer.h[1].attn.c_attn.base_layer.weight.mul_(2)
+    return model
+
+
+def _plain_alpha_x4(shared):
+    config = LoraConfig.from_pretrained(str(_sub(shared)))
+    config.lora_alpha *= 4
+    return _plain(_sub(shared), peft_config=config)
+
+
+def _plain_rslora(shared):
+    config = LoraConfig.from_pretrained(str(_sub(shared)))
+    config.use_rslora = True
+    return _plain(_sub(shared), peft_config=config)
+
+
+def _switched_off(shared):
+    model = reload(_sub(shared))
+    model.base_model.disable_adapter_layers()
+    return model
+
+
+def _plain_switched_off(shared):
+    model = _plain(_sub(shared))
+    model.disable_adapters()
+    return model
+
+
+def _scaled_to_zero(model, only=None):
+    for module in model.modules():
+        if isinstance(module, LoraLayer):
+            for adapter in [only] if only else list(module.scaling):
+                module.set_scale(adapter, 0.0)
     return model
 
 
@@ -135,6 +177,12 @@ WRONG_Q1 = {
     "transformers loader, recipe folder": (lambda s, t: _plain(_recipe_again(t)), "does not hold the weights"),
     "transformers loader, base changed": (lambda s, t: _plain_altered(s), "not the course's own"),
     "always equal": (lambda s, t: AlwaysEqual(), "not a PeftModel"),
+    "transformers loader, lora_alpha x4": (lambda s, t: _plain_alpha_x4(s), "its lora_alpha is 64.*says 16"),
+    "transformers loader, rslora": (lambda s, t: _plain_rslora(s), "its use_rslora is True"),
+    "adapter layers switched off": (lambda s, t: _switched_off(s), "LoRA layers switched off"),
+    "transformers loader, disable_adapters": (lambda s, t: _plain_switched_off(s), "LoRA layers switched off"),
+    "set_scale(0)": (lambda s, t: _scaled_to_zero(reload(_sub(s))), "scaled by 0, not by lora_alpha/r"),
+    "transformers loader, set_scale(0)": (lambda s, t: _scaled_to_zero(_plain(_sub(s))), "scaled by 0"),
 }
 
 
@@ -174,6 +222,8 @@ def test_ex03_q2_right(capsys):
     passes("ex03_q2", capsys, config=LoraConfig(r=r, lora_alpha=alpha, target_modules=["c_attn"]))
     passes("ex03_q2", capsys, config=LoraConfig(r=np.int64(r), lora_alpha=alpha, target_modules=r".*\.c_attn"))
     passes("ex03_q2", capsys, config=_tutorial_retargeted())
+    passes("ex03_q2", capsys, config=LoraConfig(r=r, lora_alpha=alpha, target_modules=["c_attn"],
+                                                init_lora_weights="gaussian", task_type="CAUSAL_LM"))
     passes("ex03_q2", capsys, config=LoraConfig(r=4, lora_alpha=alpha, rank_pattern={"c_attn": r},
                                                 alpha_pattern={"c_attn": alpha}, target_modules=["attn.c_attn"]))
 
@@ -194,15 +244,23 @@ def _wrong_q2():
         "lesson's rank": (cfg(r=other), f"rank other than the tutorial's {r}"),
         "layer 0 rank 4 by rank_pattern": (cfg(rank_pattern={"h.0.attn.c_attn": 4}), r"1 of the 4 .*h\.0.*r=4"),
         "every layer rank 16 by rank_pattern": (cfg(rank_pattern={"c_attn": other}), f"4 of the 4 .*r={other}"),
-        "lora_alpha 0": (cfg(lora_alpha=0), "other than lora_alpha / r"),
-        "default lora_alpha": (LoraConfig(r=r, target_modules=["c_attn"]), "other than lora_alpha / r")
-        if alpha != 8 else (cfg(lora_alpha=4), "other than lora_alpha / r"),
+        "lora_alpha 0": (cfg(lora_alpha=0), f"lora_alpha=0, not the tutorial's {alpha}"),
+        "default lora_alpha": (LoraConfig(r=r, target_modules=["c_attn"]), "lora_alpha=8, not the tutorial's")
+        if alpha != 8 else (cfg(lora_alpha=4), "lora_alpha=4, not the tutorial's"),
         "alpha_pattern": (cfg(alpha_pattern={"h.2.attn.c_attn": 2 * alpha}), "1 of the 4 .*alpha_pattern"),
         "rslora": (cfg(use_rslora=True), "use_rslora"),
         "bias trained": (cfg(bias="lora_only"), "tensor.s. would train"),
         "modules_to_save": (cfg(modules_to_save=["lm_head"]), "would train"),
         "dora": (cfg(use_dora=True), "DoRA"),
         "target as one string": (cfg(target_modules="c_attn"), "still fails"),
+        "lora_bias": (cfg(lora_bias=True), "sets lora_bias, which adds a trainable bias"),
+        "rslora, alpha rescaled": (cfg(use_rslora=True, lora_alpha=alpha / math.sqrt(r)), "use_rslora"),
+        "alpha doubled": (cfg(lora_alpha=2 * alpha), f"lora_alpha={2 * alpha}, not the tutorial's {alpha}"),
+        "activated LoRA": (cfg(alora_invocation_tokens=[50256]), "alora_invocation_tokens.*activated LoRA"),
+        "pissa": (cfg(init_lora_weights="pissa"), "'pissa', which rewrites the base"),
+        "olora": (cfg(init_lora_weights="olora"), "'olora', which rewrites the base"),
+        "inference mode": (cfg(inference_mode=True), "inference_mode=True: nothing would train"),
+        "arrow": (cfg(arrow_config={}), "sets arrow_config"),
     }
 
 
@@ -265,6 +323,30 @@ def test_ex03_q3(capsys):
     merged = _two()
     merged.set_adapter("spanish_sentiment")
     fails("ex03_q3", "not a PeftModel", spanish_model=merged.merge_and_unload())
+    round_trip = _two()
+    round_trip.set_adapter("spanish_sentiment")
+    round_trip.merge_adapter()
+    round_trip.unmerge_adapter()  # not bit-exact (lesson 3): within 1e-4
+    passes("ex03_q3", capsys, spanish_model=round_trip)
+    merged_active = _two()
+    merged_active.set_adapter("spanish_sentiment")
+    merged_active.merge_adapter()  # merged for inference: the outputs are the Spanish adapter's
+    passes("ex03_q3", capsys, spanish_model=merged_active)
+    off = _two()
+    off.set_adapter("spanish_sentiment")
+    off.base_model.disable_adapter_layers()
+    fails("ex03_q3", "LoRA layers switched off", spanish_model=off)
+    silenced = _two()
+    silenced.set_adapter("spanish_sentiment")
+    fails("ex03_q3", "'spanish_sentiment' is scaled by 0", spanish_model=_scaled_to_zero(silenced, "spanish_sentiment"))
+    ner_merged = _two()
+    ner_merged.merge_adapter()
+    ner_merged.set_adapter("spanish_sentiment")  # peft unmerges before it switches
+    passes("ex03_q3", capsys, spanish_model=ner_merged)
+    half = _two()
+    half.set_adapter("spanish_sentiment")
+    fails("ex03_q3", r"parameters of `spanish_model` are \{'bfloat16'.*needs no cast",
+          spanish_model=half.to(torch.bfloat16))
     fresh = _two()
     fresh.add_adapter("spanish", LoraConfig(r=8, target_modules=["c_attn"]))
     fresh.set_adapter("spanish")
@@ -374,6 +456,31 @@ def test_ex03_q4_wrong(case, tmp_path, monkeypatch):
     learner, make, message = WRONG_Q4[case]
     sent = _sent(tmp_path, learner, monkeypatch)
     fails("ex03_q4", message, repaired=make(sent, tmp_path, learner), sent=sent)
+
+
+def test_ex03_q4_in_place_then_sent_rebound_fails(tmp_path, monkeypatch):
+    """The only copy repaired in place, then `sent` pointed at a pristine copy: `sent` is not the given folder."""
+    sent = _sent(tmp_path, "ci", monkeypatch)
+    pristine = tmp_path / "untouched"
+    shutil.copytree(sent, pristine)
+    repaired = _in_place(sent, tmp_path, "ci")
+    fails("ex03_q4", "`sent` names .*untouched.*not the folder the given cell made", repaired=repaired,
+          sent=pristine)
+
+
+def test_ex03_q4_symlinked_weights_named(tmp_path, monkeypatch):
+    sent = _sent(tmp_path, FAULT_LEARNERS["weights_name"], monkeypatch)
+    dest = tmp_path / "linked"
+    shutil.copytree(sent, dest)
+    os.symlink("adapter_model (1).safetensors", dest / "adapter_model.safetensors")
+    fails("ex03_q4", r"found adapter_model \(1\)\.safetensors.*a symbolic link is not followed", repaired=dest,
+          sent=sent)
+
+
+def test_ex03_q4_copy_of_sent_unchanged_is_not_a_repair(tmp_path, monkeypatch):
+    """`repaired` naming `sent` itself, unchanged, fails (here on the fault it still has)."""
+    sent = _sent(tmp_path, "ci", monkeypatch)
+    fails("ex03_q4", "puts LoRA on", repaired=str(sent), sent=sent)
 
 
 def test_ex03_q4_another_learners_repair_fails(tmp_path, monkeypatch):

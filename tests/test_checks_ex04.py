@@ -11,8 +11,9 @@ import pytest
 import torch
 from check_assertions import AlwaysEqual, fails, passes
 from peft import LoraConfig, PeftModel, get_peft_model
+from peft.tuners.lora import LoraLayer
 
-from course_utils import device_name, load_base_model, shipped_adapter
+from course_utils import assert_single_device, device_name, load_base_model, shipped_adapter
 from course_utils.grading.evidence import evidence_root, record_given
 from course_utils.grading.questions.ex04 import (
     GIVEN_ID,
@@ -165,6 +166,10 @@ def test_ex04_q2_right(folder, capsys):
         if any(p.dtype == torch.bfloat16 for p in module.parameters(recurse=False)):
             module.float()
     passes("ex04_q2", capsys, fixed=broken, broken=broken, folder=folder)
+    broken = broken_copy(folder, "ci")
+    fixed = broken.float()
+    fixed.merge_adapter()  # merged for inference: the outputs are the adapter's
+    passes("ex04_q2", capsys, fixed=fixed, broken=broken, folder=folder)
 
 
 def _half_to_fp16(folder):
@@ -175,7 +180,22 @@ def _half_to_fp16(folder):
     return broken
 
 
+def _switched_off(model):
+    model.base_model.disable_adapter_layers()
+    return model
+
+
+def _scaled_to_zero(model):
+    for module in model.modules():
+        if isinstance(module, LoraLayer):
+            module.set_scale("default", 0.0)
+    return model
+
+
 WRONG_Q2 = {
+    "adapter switched off": (lambda f: (lambda b: (_switched_off(b.float()), b))(broken_copy(f, "ci")),
+                             "LoRA layers switched off"),
+    "set_scale(0)": (lambda f: (lambda b: (_scaled_to_zero(b.float()), b))(broken_copy(f, "ci")), "scaled by 0"),
     "unrepaired": (lambda f: (lambda b: (b, b))(broken_copy(f, "ci")), r"'bfloat16': 2\}"),
     "all bfloat16": (lambda f: (lambda b: (b.to(torch.bfloat16), b))(broken_copy(f, "ci")), r"\{'bfloat16': \d+\}"),
     "cast to float16": (lambda f: (lambda b: (b, b))(_half_to_fp16(f)), "'float16': 2"),
@@ -212,11 +232,26 @@ def place_with_cuda_method(m):
     return (m.cuda() if device == "cuda" else m.to(device=device)), device
 
 
+def place_read_back(m):
+    """The device's name read back from where the model landed."""
+    m = m.to(device_name())
+    return m, next(m.parameters()).device.type
+
+
+def place_verified(m):
+    """The move checked with the lesson's assert_single_device."""
+    device = device_name()
+    m = m.to(device)
+    landed = assert_single_device(m)
+    assert landed.split(":")[0] == device, f"model landed on {landed}, not {device}"
+    return m, device
+
+
 def _fixed(folder):
     return broken_copy(folder, "ci").float()
 
 
-@pytest.mark.parametrize("right", [place, place_by_hand, place_with_cuda_method])
+@pytest.mark.parametrize("right", [place, place_by_hand, place_with_cuda_method, place_read_back, place_verified])
 def test_ex04_q3_right(right, folder, capsys):
     fixed = _fixed(folder)
     passes("ex04_q3", capsys, place=right, placed=right(fixed)[0], fixed=fixed, folder=folder)
@@ -253,6 +288,11 @@ def mps_for_any_gpu(m):
     return m.to("mps" if gpu else "cpu"), device_name()
 
 
+def casts_off_cpu(m):
+    device = device_name()
+    return (m.to(device, torch.float16) if device != "cpu" else m.to(device)), device
+
+
 def tensor_by_tensor(m):
     device = device_name()
     for p in m.parameters():
@@ -268,6 +308,7 @@ WRONG_PLACE = {
     model_only: r"return \(model, device\)",
     device_object: "names the device '<device>'",
     mps_for_any_gpu: r"moves the model to \['mps'\]",
+    casts_off_cpu: r"leaves the model's parameters \['float16'\] .*do not cast",
 }
 
 
@@ -289,7 +330,13 @@ def test_ex04_q3_wrong_answers(folder):
     fails("ex04_q3", "should be a function", place="cpu", placed=placed, fixed=fixed, folder=folder)
     fails("ex04_q3", "not a PeftModel", place=place, placed=place(load_base_model())[0], fixed=fixed, folder=folder)
     fresh = place(reload(folder))[0]
-    fails("ex04_q3", "different logits", place=place, placed=fresh, fixed=fixed, folder=folder)
+    fails("ex04_q3", "`placed` is not `fixed`", place=place, placed=fresh, fixed=fixed, folder=folder)
+    fails("ex04_q3", "`placed` is not `fixed`", place=place, placed=place(copy.deepcopy(fixed))[0], fixed=fixed,
+          folder=folder)
+    fails("ex04_q3", "`placed` is not `fixed`", place=place, placed=place(_fixed(folder))[0], fixed=fixed,
+          folder=folder)
+    off = _switched_off(_fixed(folder))
+    fails("ex04_q3", "LoRA layers switched off", place=place, placed=place(off)[0], fixed=off, folder=folder)
     split = place(_fixed(folder))[0]
     split.base_model.model.transformer.h[0].attn.c_attn.lora_A["default"].to("meta")
     fails("ex04_q3", r"tensors of `placed` sit on .*'meta': 1", place=place, placed=split, fixed=split, folder=folder)
@@ -325,11 +372,19 @@ def _on_meta(folder):
     return model
 
 
+def _lora_rounded(folder):
+    model = reload(folder, torch.bfloat16)
+    for name, p in model.named_parameters():
+        if "lora_" in name:
+            p.data = p.data.to(torch.bfloat16).float()
+    return model
+
+
 def _wrong_q4(folder):
     bf16 = reload(folder, torch.bfloat16)
     all16 = reload(folder, torch.bfloat16, autocast_adapter_dtype=False)
     other = PeftModel.from_pretrained(load_base_model(dtype=torch.bfloat16), shipped_adapter("spanish_sentiment"))
-    mixed, full = _mixed(folder), reload(folder)
+    mixed, full, rounded = _mixed(folder), reload(folder), _lora_rounded(folder)
     return {
         "float32 over the budget": (full, size(full), "over your budget"),
         "the budget typed in": (bf16, memory_budget("ci"), "`fitted_bytes` is"),
@@ -340,12 +395,16 @@ def _wrong_q4(folder):
         "no adapter": (load_base_model(dtype=torch.bfloat16), 1, "not a PeftModel"),
         "tensors on meta": (_on_meta(folder), size(bf16), "meta device"),
         "always equal": (bf16, AlwaysEqual(), "whole number"),
+        "LoRA rounded through bfloat16": (rounded, size(rounded), "rounded through bfloat16 .*cast the base alone"),
+        "adapter switched off": (_switched_off(reload(folder, torch.bfloat16)), size(bf16), "switched off"),
+        "set_scale(0)": (_scaled_to_zero(reload(folder, torch.bfloat16)), size(bf16), "scaled by 0"),
     }
 
 
 @pytest.mark.parametrize("case", ["float32 over the budget", "the budget typed in", "bytes as text",
                                   "LoRA cast down", "base of mixed dtypes", "another adapter", "no adapter",
-                                  "tensors on meta", "always equal"])
+                                  "tensors on meta", "always equal", "LoRA rounded through bfloat16",
+                                  "adapter switched off", "set_scale(0)"])
 def test_ex04_q4_wrong(case, folder):
     fitted, fitted_bytes, message = _wrong_q4(folder)[case]
     fails("ex04_q4", message, fitted=fitted, fitted_bytes=fitted_bytes, folder=folder)

@@ -10,8 +10,8 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import random
-import re
 import secrets
 import shutil
 import warnings
@@ -29,12 +29,12 @@ from ...messages import first_line
 from ...models import load_base_model
 from ...shipped import shipped_adapter
 from ..evidence import Evidence
-from ..rebuild import MODEL_CLASSES
 from .common import (
     Question,
     Wrong,
     active,
     adapter_folder,
+    dtype_counts,
     folder,
     holds,
     holds_file,
@@ -47,6 +47,7 @@ from .common import (
     shipped,
     weights_of,
 )
+from .ex03_plain import ROUND_TRIP_ATOL, plain_with_lora, q1_plain
 
 SHARED_ID = "ex03_given_shared"   # the given cells that snapshot their folders (their nbgrader grade_ids)
 SENT_ID = "ex03_given_sent"
@@ -89,60 +90,22 @@ def _snapshot(ev: Evidence, given_id: str, name: str) -> Path:
     return path
 
 
-_PLAIN_LORA_KEY = re.compile(r"^(?P<module>.+)\.lora_(?P<ab>[AB])\.(?P<adapter>[^.]+)\.weight$")
-
-
-def _plain_with_lora(ev: Evidence, name: str) -> tuple[dict, dict] | None:
-    """``({adapter: {saved key: tensor}}, {base key: tensor})`` of a transformers model answer that carries LoRA
-    layers (transformers' own ``load_adapter`` on a plain base); None for any other answer."""
-    entry, info = ev.raw(name), ev.model_info(name)
-    if entry.get("t") != "model" or info.get("class") not in MODEL_CLASSES or not info.get("lora_modules"):
-        return None
-    path = (ev.folder / str(entry.get("dir")) / "state.safetensors").resolve()
-    require(path.is_relative_to(ev.folder.resolve()) and path.is_file(), f"the tensors of `{name}` were not saved.")
-    adapters: dict = {}
-    base: dict = {}
-    for key, tensor in load_file(str(path)).items():
-        found = _PLAIN_LORA_KEY.match(key)
-        if found:
-            adapters.setdefault(found["adapter"], {})[
-                f"base_model.model.{found['module']}.lora_{found['ab']}.weight"] = tensor
-        elif "lora_" not in key:
-            base[key.replace(".base_layer.", ".")] = tensor
-    return adapters, base
-
-
-def _q1_plain(found: tuple[dict, dict], weights: dict, where: str) -> str:
-    """Q1 answered with transformers' load_adapter: its one adapter holds the folder's tensors, its base is the
-    course's (nothing to run: the model is judged tensor by tensor)."""
-    adapters, base = found
-    require(len(adapters) == 1, f"`fixed` carries {len(adapters)} adapters ({sorted(adapters)}): load only the "
-                                "colleague's.")
-    (mine,) = adapters.values()
-    require(set(mine) == set(weights) and all(torch.equal(mine[k].float(), weights[k].float()) for k in weights),
-            f"the adapter of `fixed` does not hold the weights saved in `shared` (in {where}/): load it from that "
-            "folder, not from another model or a recipe (and under a name the folder's tensors fit).")
-    course = load_base_model().state_dict()
-    require(all(k in base and torch.equal(base[k].float(), v.float()) for k, v in course.items()
-                if k != "lm_head.weight"), "the base model under `fixed` is not the course's own: use a fresh one.")
-    return f"loaded from {where}/ with transformers' load_adapter: every LoRA and base tensor as saved"
-
-
 def _q1(ev: Evidence) -> str:
     """Lesson 3 (section 6, the error messages): the colleague's adapter, reloaded from the subfolder its name put
     it in. Its weights are the folder's (as the given cell wrote it) and nowhere else; trainable or not."""
     snap = _snapshot(ev, SHARED_ID, "shared")
     subfolders = sorted(p for p in snap.iterdir() if (p / WEIGHTS_FILE).is_file())
     require(subfolders, f"no adapter under {snap.name} when it was given: run its given cell again.")
-    plain = _plain_with_lora(ev, "fixed")
+    plain = plain_with_lora(ev, "fixed")
     if plain is not None:
-        return _q1_plain(plain, weights_of(subfolders[0]), f"{snap.name}/{subfolders[0].name}")
+        return q1_plain(ev, plain, subfolders[0], f"{snap.name}/{subfolders[0].name}")
     model = peft_model(ev, "fixed")
     adapter = active(model, "fixed")
     require(holds(model, adapter, weights_of(subfolders[0])),
             f"the active adapter of `fixed` does not hold the weights saved in `shared` (in {snap.name}/"
             f"{subfolders[0].name}/): load it from that folder, not from another model or a recipe.")
-    return f"loaded from shared/{subfolders[0].name}/; " + same_logits(reload(subfolders[0]), model, "`fixed`")
+    return f"loaded from shared/{subfolders[0].name}/; " + same_logits(reload(subfolders[0]), model, "`fixed`",
+                                                                       atol=ROUND_TRIP_ATOL)
 
 
 # ---------------------------------------------------------------------------------------- Q2
@@ -175,6 +138,38 @@ def _layer_problem(model, rank: int, alpha: float) -> str | None:
     return None
 
 
+# Settings that make something other than the tutorial's plain LoRA adapter, and why each is refused.
+VARIANTS = (
+    ("lora_bias", "adds a trainable bias to LoRA's B matrices"),
+    ("alora_invocation_tokens", "makes an activated LoRA (it acts only after the invocation tokens)"),
+    ("arrow_config", "makes an Arrow routing adapter"),
+    ("use_bdlora", "makes a block-diagonal LoRA"),
+    ("layer_replication", "replicates layers of the base"),
+    ("trainable_token_indices", "trains token embeddings as well"),
+    ("target_parameters", "targets parameters instead of modules"),
+)
+BASE_REWRITING_INITS = ("pissa", "olora", "corda", "eva", "loftq")
+
+
+def _variant_problem(config: LoraConfig, alpha: int) -> str | None:
+    """Why ``config`` is not the tutorial's plain LoRA with its lora_alpha; None when it is."""
+    for field, what in VARIANTS:
+        if getattr(config, field, None) not in (None, False, {}, [], ()):
+            return f"`config` sets {field}, which {what}: the task asks for the tutorial's plain LoRA."
+    init = config.init_lora_weights
+    if isinstance(init, str) and init.lower().startswith(BASE_REWRITING_INITS):
+        return (f"`config` initialises LoRA with {init!r}, which rewrites the base model's weights: keep an "
+                "initialisation that leaves the base as it is.")
+    if config.inference_mode:
+        return "`config` has inference_mode=True: nothing would train; the tutorial's config is for training."
+    if config.use_rslora:
+        return "`config` uses use_rslora, which scales by lora_alpha / sqrt(r): keep the tutorial's scaling."
+    if config.lora_alpha != alpha:
+        return (f"`config` has lora_alpha={config.lora_alpha:g}, not the tutorial's {alpha}: the task keeps the "
+                "tutorial's rank and alpha.")
+    return None
+
+
 def _q2(ev: Evidence) -> str:
     """Lesson 3 (section 6, target modules that do not exist): the tutorial's rank and alpha kept, LoRA on the
     fused q/k/v projection of every layer and nothing else; every layer's effective rank and scale checked."""
@@ -184,10 +179,12 @@ def _q2(ev: Evidence) -> str:
     require(isinstance(config, LoraConfig), f"`config` is a {getattr(config, 'type_name', type(config).__name__)}, "
                                             "not a LoraConfig.")
     require(not config.use_dora, "`config` makes a DoRA adapter (use_dora): the task asks for plain LoRA.")
+    problem = _variant_problem(config, alpha)
+    require(problem is None, problem or "")
     base = load_base_model()
     try:
         model = get_peft_model(base, copy.deepcopy(config))
-    except ValueError as exc:
+    except (ValueError, TypeError, AttributeError, KeyError) as exc:
         raise Wrong(f"get_peft_model still fails with it: {type(exc).__name__}: {first_line(exc, 160)}") from None
     leaves = lora_leaf_names(model)
     require(set(leaves) == {"c_attn"}, f"LoRA lands on {sorted(leaves)}: the attention's q/k/v projection is "
@@ -221,6 +218,9 @@ def two_adapters(learner: str) -> PeftModel:
 def _q3(ev: Evidence) -> str:
     """Lesson 3 (section 6, set_adapter with a wrong name): the Spanish adapter made active, the NER one kept."""
     model = peft_model(ev, "spanish_model")
+    counts = dtype_counts(model.named_parameters())
+    require(set(counts) == {"float32"}, f"the parameters of `spanish_model` are {counts}: it was given in float32; "
+                                        "switching adapters needs no cast (lesson 4 is where dtypes change).")
     names = sorted(model.peft_config)
     ner = shipped_adapter("english_ner") / WEIGHTS_FILE
     require(any(holds_file(model, n, ner) for n in names),
@@ -229,7 +229,7 @@ def _q3(ev: Evidence) -> str:
     require(holds_file(model, now, shipped_adapter("spanish_sentiment") / WEIGHTS_FILE),
             f"the active adapter {now!r} does not hold the Spanish sentiment adapter's weights.")
     return f"{now!r} (the Spanish adapter) active, english_ner kept, " + same_logits(
-        shipped("spanish_sentiment"), model, "the active adapter")
+        shipped("spanish_sentiment"), model, "the active adapter", atol=ROUND_TRIP_ATOL)
 
 
 # ---------------------------------------------------------------------------------------- Q4
@@ -307,6 +307,20 @@ def _expected(snap: Path, spec: dict) -> PeftModel:
     return model.eval()
 
 
+def _where(original: str | None) -> str | None:
+    return os.path.normpath(os.path.abspath(original)) if isinstance(original, str) else None
+
+
+def _sent_given(ev: Evidence) -> str | None:
+    """Where the given cell made `sent`; fails when the answer `sent` names another folder (a rebound name)."""
+    snap = ev.earlier(SENT_ID)
+    given = _where(snap.original("sent")) if snap is not None else None
+    require(given is None or not ev.has("sent") or _where(ev.original("sent")) == given,
+            f"`sent` names {ev.original('sent')!r}, not the folder the given cell made: leave `sent` as given and "
+            "repair a copy of it.")
+    return given
+
+
 def _q4(ev: Evidence) -> str:
     """Lesson 3 (section 7, diagnose): a folder broken by a hand edit the lesson did not show (a seeded fault:
     rank, target modules, peft type or the weights file's name), repaired in a copy that reloads to the colleague's
@@ -317,8 +331,13 @@ def _q4(ev: Evidence) -> str:
         changed = _same_files(folder(ev, "sent"), snap)
         require(changed is None, f"the colleague's folder `sent` was changed ({changed}): the task asks for a "
                                  "repaired copy; run the given cell again to restore it, then repair a copy.")
+    sent_given = _sent_given(ev)
     path = folder(ev, "repaired")
-    adapter_folder(path)
+    try:
+        adapter_folder(path)
+    except Wrong as exc:
+        links = " (the check copies files, not links: a symbolic link is not followed)"
+        raise Wrong(str(exc) + (links if "found adapter_model" in str(exc) else "")) from None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -333,6 +352,8 @@ def _q4(ev: Evidence) -> str:
     require(holds(model, "default", weights_of(path)) and holds(model, "default", load_file(str(
         next(snap.glob("*.safetensors"))))), "the repaired folder does not hold the weights `sent` was given "
                                              "with: repair its files, keep its weights.")
+    require(_where(ev.original("repaired")) != sent_given, "`repaired` is the colleague's folder `sent` itself: "
+                                                           "the task asks for a repaired copy.")
     return "the repaired copy reloads, `sent` is unchanged, and " + same_logits(expected, model,
                                                                                 "the repaired adapter")
 

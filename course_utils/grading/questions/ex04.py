@@ -32,6 +32,7 @@ from ...placement import device_name
 from ..evidence import Evidence, Opaque, type_name
 from .common import (
     Question,
+    Wrong,
     active,
     base_params,
     dtype_counts,
@@ -148,8 +149,14 @@ def _lora_weights_match(model, saved: dict, atol: float) -> None:
     require(set(mine) == set(saved) and all(mine[n].shape == saved[n].shape for n in saved),
             "its LoRA layers are not the ones of the adapter in `folder`: load that one.")
     worst = max(float((mine[n].detach().float().cpu() - saved[n].float()).abs().max()) for n in saved)
-    require(worst <= atol, f"its LoRA weights differ from the ones saved in `folder` by up to {worst:.1e}: load "
-                           "them from that folder (not from a recipe or another model).")
+    if worst <= atol:
+        return
+    rounded = next((half for half in SIXTEEN if all(torch.equal(
+        mine[n].detach().float().cpu(), saved[n].to(getattr(torch, half)).float()) for n in saved)), None)
+    require(rounded is None, f"its LoRA weights were rounded through {rounded} (cast down and back): cast the "
+                             "base alone and keep the LoRA weights as loaded (lesson 4, section 7).")
+    raise Wrong(f"its LoRA weights differ from the ones saved in `folder` by up to {worst:.1e}: load them from "
+                "that folder (not from a recipe or another model).")
 
 
 def _close(reference, model, what: str) -> str:
@@ -221,11 +228,16 @@ def _simulated(machine: str) -> ExitStack:
     return stack
 
 
+_REAL_DEVICE = torch._C.TensorBase.device  # the getter of ``Tensor.device`` (a C descriptor)
+
+
 @contextmanager
-def _moves_recorded(requested: list):
+def _moves_recorded(requested: list, machine: str):
     """``nn.Module.to`` / ``.cuda`` record the device asked for; a device other than the CPU becomes ``meta``
-    (a stand-in this machine really has), so that a model can be "moved" to a GPU the machine lacks."""
+    (a stand-in this machine really has), so that a model can be "moved" to a GPU the machine lacks. A tensor on
+    that stand-in reads back as the simulated device (``cuda:0``, ``mps:0``), as it would on that machine."""
     real_to = torch.nn.Module.to
+    shown = torch.device(machine, 0) if machine in ("cuda", "mps") else None
 
     def to(self, *args, **kwargs):
         device, dtype = torch._C._nn._parse_to(*args, **kwargs)[:2]
@@ -239,7 +251,12 @@ def _moves_recorded(requested: list):
         requested.append("cuda")
         return real_to(self, device="meta")
 
-    with mock.patch.object(torch.nn.Module, "to", to), mock.patch.object(torch.nn.Module, "cuda", cuda):
+    def device_of(tensor):
+        real = _REAL_DEVICE.__get__(tensor)
+        return shown if real.type == "meta" and shown is not None else real
+
+    with mock.patch.object(torch.nn.Module, "to", to), mock.patch.object(torch.nn.Module, "cuda", cuda), \
+            mock.patch.object(torch.Tensor, "device", property(device_of)):
         yield
 
 
@@ -247,9 +264,11 @@ def _placed(result, given, requested: list) -> dict:
     if not (isinstance(result, tuple) and len(result) == 2):
         return {"shape": "not a (model, device) pair", "type": type(result).__name__}
     model, device = result
-    where = sorted({p.device.type for p in model.parameters()}) if isinstance(model, torch.nn.Module) else []
+    params = list(model.parameters()) if isinstance(model, torch.nn.Module) else []
     return {"shape": "pair", "device": device if type(device) is str else f"<{type(device).__name__}>",
-            "model_devices": where, "same": model is given, "requested": sorted(set(requested))}
+            "model_devices": sorted({_REAL_DEVICE.__get__(p).type for p in params}),
+            "dtypes": sorted({str(p.dtype).removeprefix("torch.") for p in params}),
+            "same": model is given, "requested": sorted(set(requested))}
 
 
 def _try(place, model, machine: str) -> dict:
@@ -257,8 +276,9 @@ def _try(place, model, machine: str) -> dict:
     try:
         if machine == "here":
             return _placed(place(model), model, requested)
-        with _simulated(machine), _moves_recorded(requested):
-            return _placed(place(model), model, requested)
+        with _simulated(machine), _moves_recorded(requested, machine):
+            result = place(model)
+        return _placed(result, model, requested)
     except Exception as exc:  # noqa: BLE001 - what it raised is the evidence
         return {"raised": one_line(exc)}
 
@@ -290,6 +310,8 @@ def _judge_try(got, want: str, machine: str) -> None:
     require(got.get("same") is True, "`place` returns another model than the one it was given: move that model.")
     require(got.get("device") == want, f"{where}, `place` names the device {got.get('device')!r}, not the name "
                                        "course_utils gives it: ask course_utils at run time, do not hard-code it.")
+    require(got.get("dtypes") == ["float32"], f"{where}, `place` leaves the model's parameters {got.get('dtypes')} "
+                                              "(they were float32): move it, do not cast it (lesson 4, section 1).")
     if machine == "here" or want == "cpu":
         devices = got.get("model_devices")
         require(devices == [want], f"{where}, `place` leaves the model on {devices}: move it to {want}.")
@@ -311,6 +333,8 @@ def _q3(ev: Evidence) -> str:
         _judge_try(ev.probe(machine), best if machine == "here" else _expected(machine), machine)
     weights, reference = _given(ev)
     model = peft_model(ev, "placed")
+    require(ev.same("placed", "fixed"), "`placed` is not `fixed`: call `place` on the repaired model itself (a "
+                                        "copy or a model made again is not the one you repaired).")
     where = ev.devices("placed")
     require(set(where) == {best}, f"the tensors of `placed` sit on {where}: every parameter and buffer should be "
                                   f"on {best}, the best device here.")
