@@ -134,12 +134,12 @@ def rebuild_model(folder: Path, info: dict):
     if cls in PEFT_CLASSES and active:
         model.base_model.set_adapter(active if len(active) > 1 else active[0])
     if cls in PEFT_CLASSES:
-        _set_layer_state(model, info.get("lora_state"))
+        set_layer_state(model, info.get("lora_state"))
         _set_flags(model, params, devices=False)  # set_adapter changes requires_grad: the saved flags count
     return model.eval()
 
 
-def _set_layer_state(model, states) -> None:
+def set_layer_state(model, states) -> None:
     """Each LoRA layer as the learner left it: switched off, adapters merged into the (saved, merged) base
     weights, and scalings changed by ``set_scale``; values beyond what a course model uses are refused."""
     if not isinstance(states, dict):

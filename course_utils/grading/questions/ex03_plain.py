@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from ...adapter_format import CONFIG_FILE
 from ...models import load_base_model
 from ..evidence import Evidence
-from ..rebuild import MODEL_CLASSES, _set_layer_state, lora_config_from
+from ..rebuild import MODEL_CLASSES, lora_config_from, set_layer_state
 from .common import reload, require, same_logits, weights_of
 
 _PLAIN_LORA_KEY = re.compile(r"^(?P<module>.+)\.lora_(?P<ab>[AB])\.(?P<adapter>[^.]+)\.weight$")
@@ -87,5 +87,5 @@ def _as_recorded(ev: Evidence, model):
     """``model`` with its LoRA layers as the evidence recorded them (switched off, scaled, merged)."""
     states = ev.model_info("fixed").get("lora_state")
     if isinstance(states, dict):
-        _set_layer_state(model, {f"base_model.model.{name}": state for name, state in states.items()})
+        set_layer_state(model, {f"base_model.model.{name}": state for name, state in states.items()})
     return model
