@@ -205,6 +205,15 @@ def deletes_its_answers() -> nbformat.NotebookNode:
     return nb
 
 
+def rebinds_a_given_function() -> nbformat.NotebookNode:
+    """Q2's answer rebinds the teammate's update to do nothing, so that "nothing changed" would be Q5's answer;
+    the grader imports what a given cell calls again, right before it runs (Q1 stays right)."""
+    nb = ex01(None, ex01_q2="teammate_update = lambda path: True\nrecord_given = lambda *args, **kwargs: None\n")
+    cell(nb, "ex01_q1_answer").source = "".join(cell(nbformat.read(EX01, as_version=4), "ex01_q1_answer").source)
+    cell(nb, "ex01_q5_answer").source = "changed = []\n"
+    return nb
+
+
 def lying_metadata() -> dict:
     """Claims 100 points for Q1, labels a wrong answer cell as a check cell, and an extra cell as Q2's check."""
     nb = json.loads(nbformat.writes(ex01()))
@@ -238,7 +247,7 @@ def write_batch(folder: Path, other: Path) -> tuple[str, ...]:
         "01_escaper.ipynb": escaper(targets),
         "01_reads_solutions.ipynb": reads_solutions(), "01_fork_bomb.ipynb": fork_bomb(),
         "01_sleeps.ipynb": sleeps_forever(), "01_prints_1gb.ipynb": prints_a_gigabyte(),
-        "01_deletes_answers.ipynb": deletes_its_answers(),
+        "01_deletes_answers.ipynb": deletes_its_answers(), "01_rebinds_given.ipynb": rebinds_a_given_function(),
     }
     for name, nb in batch.items():
         nbformat.write(nb, folder / name)
@@ -252,4 +261,4 @@ NAMES = ("01_fake_module.ipynb", "01_patched_import.ipynb", "01_spec_loaded.ipyn
          "01_lying_model.ipynb", "01_forged_evidence.ipynb", "01_evidence_links.ipynb", "01_evidence_swap.ipynb",
          "01_escaper.ipynb",
          "01_reads_solutions.ipynb", "01_fork_bomb.ipynb", "01_sleeps.ipynb", "01_prints_1gb.ipynb",
-         "01_deletes_answers.ipynb", "01_lying_metadata.ipynb", "01_malformed.ipynb")
+         "01_deletes_answers.ipynb", "01_lying_metadata.ipynb", "01_malformed.ipynb", "01_rebinds_given.ipynb")

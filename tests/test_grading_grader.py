@@ -244,6 +244,12 @@ def test_a_forged_verdict_earns_nothing(broken_batch, name, reason):
     assert broken_batch[1][name]["isolation"] == "bubblewrap"
 
 
+def test_a_given_cell_runs_the_courses_own_functions_whatever_a_cell_above_rebound(broken_batch):
+    q = _q(broken_batch[1], "01_rebinds_given.ipynb")
+    assert q["ex01_q1"]["points"] == q["ex01_q1"]["max_points"], q["ex01_q1"]
+    assert q["ex01_q5"]["points"] == 0 and q["ex01_q5"]["feedback"].startswith("✗ ex01_q5: "), q["ex01_q5"]
+
+
 def test_evidence_is_the_graders_copy_once_its_check_cell_ends(broken_batch):
     """Links swapped in after a check ran change nothing of its evidence; the last check's, written through the
     link, is not read at all (and the grader never reads /dev/zero)."""

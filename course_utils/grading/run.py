@@ -11,6 +11,7 @@ never raises: whatever a file holds, ``read_submission`` and ``identify_exercise
 """
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
@@ -188,6 +189,7 @@ def plan_cells(submission, source, cell_timeout: float = CELL_TIMEOUT,
     if order != expected:
         messages.append("cells were moved: ran them in the exercise's order.")
     plan = [Cell(s, "extra", timeout=cell_timeout) for s in extras.get("", [])]
+    setup = ""
     for cell in src_cells:
         gid = grade_id_of(cell)
         if _is_answer(cell):
@@ -201,10 +203,29 @@ def plan_cells(submission, source, cell_timeout: float = CELL_TIMEOUT,
                 messages.append(f"{kind} cell {gid} was deleted: restored it.")
             elif mine[gid].strip() != cell.source.strip():
                 messages.append(f"{kind} cell {gid} was edited: ran the original.")
-            code = (_CHECK_IMPORT + cell.source) if kind == "check" else cell.source
+            code = (_CHECK_IMPORT + cell.source) if kind == "check" else _course_imports(setup, cell.source) + cell.source
+            setup = setup or cell.source   # the first given cell is the setup: it imports what later ones call
             plan.append(Cell(code, kind, gid, locked_timeout))
         plan += [Cell(s, "extra", timeout=cell_timeout) for s in extras.get(gid, [])]
     return plan, messages
+
+
+def _course_imports(setup: str, cell: str) -> str:
+    """The names ``cell`` uses that the setup cell imports from the course package, imported again as its first
+    lines: a learner's cell that rebound one (``teammate_update = lambda p: True``) cannot change what a given
+    cell calls. Names the given cell does not use stay as the learner left them."""
+    try:
+        used = {n.id for n in ast.walk(ast.parse(cell)) if isinstance(n, ast.Name)}
+        tree = ast.parse(setup)
+    except SyntaxError:
+        return ""
+    lines = []
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("course_utils"):
+            names = [a.name for a in node.names if (a.asname or a.name) in used and a.asname is None]
+            if names:
+                lines.append(f"from {node.module} import {', '.join(names)}  # restored by the grader\n")
+    return "".join(lines)
 
 
 # ------------------------------------------------------------------------------ running
