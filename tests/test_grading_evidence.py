@@ -137,3 +137,38 @@ def test_the_self_check_keeps_its_evidence_for_later_questions_in_a_folder_of_it
     monkeypatch.delenv(evidence.EVIDENCE_ENV, raising=False)
     root = evidence.evidence_root()
     assert root == evidence.evidence_root() and root.is_dir() and str(root.stat().st_mode & 0o777) == str(0o700)
+
+
+def _switched_off(m):
+    m.base_model.disable_adapter_layers()
+
+
+def _scaled(m):
+    for module in m.modules():
+        if hasattr(module, "set_scale"):
+            module.set_scale("default", 0.25)
+
+
+def _merged(m):
+    m.merge_adapter()
+
+
+@pytest.mark.parametrize("change", [_switched_off, _scaled, _merged], ids=["switched off", "set_scale", "merged"])
+def test_a_rebuilt_model_computes_what_the_learners_model_computed(tmp_path, change):
+    """The evidence keeps what a LoRA layer computes besides its tensors, so the checker judges the model the
+    learner has: an adapter switched off acts as the base, a merged one as the merged model."""
+    from peft import PeftModel
+
+    from course_utils import load_tokenizer, shipped_adapter
+    from course_utils.roundtrip import logits_of, sample_batch
+
+    model = PeftModel.from_pretrained(load_base_model(), shipped_adapter("spanish_sentiment"))
+    batch = sample_batch(load_tokenizer())
+    before = logits_of(model, batch)
+    change(model)
+    evidence.write("ex00_q1", tmp_path / "ex00_q1", {"model": model})
+    rebuilt = Evidence(tmp_path / "ex00_q1").value("model")
+    mine = logits_of(model, batch)
+    assert torch.allclose(logits_of(rebuilt, batch), mine, atol=1e-5)
+    if change is not _merged:
+        assert not torch.allclose(mine, before, atol=1e-3)   # the change is one the checker has to see

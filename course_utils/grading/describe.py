@@ -60,6 +60,8 @@ def describe_model(model, folder: Path) -> None:
     active = getattr(getattr(model, "base_model", None), "active_adapters", None)
     info["active_adapters"] = list(active) if isinstance(active, (list, tuple)) else []
     info["lora_modules"] = [name for name, module in model.named_modules() if _is_lora_layer(module)]
+    info["lora_state"] = {name: lora_layer_state(module) for name, module in model.named_modules()
+                          if _is_lora_layer(module)}
     params = {}
     for name, p in model.named_parameters():
         params[name] = {"dtype": str(p.dtype).removeprefix("torch."), "device": p.device.type,
@@ -85,6 +87,16 @@ def _inner_model(model):
         if seen is None:
             return None
     return None
+
+
+def lora_layer_state(module) -> dict:
+    """What a LoRA layer computes besides its tensors: switched off, which adapters are merged into the base
+    weights, and each adapter's scaling (``set_scale`` changes it; the config does not say)."""
+    scaling = getattr(module, "scaling", {})
+    return {"disabled": bool(getattr(module, "disable_adapters", False)),
+            "merged": [str(a) for a in getattr(module, "merged_adapters", [])],
+            "scaling": {str(k): float(v) for k, v in scaling.items() if isinstance(v, (int, float))}
+            if isinstance(scaling, dict) else {}}
 
 
 def _is_lora_layer(module) -> bool:

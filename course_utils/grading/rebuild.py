@@ -7,6 +7,7 @@ shape must fit). Used by ``evidence.Evidence``.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import peft
 import torch
 import transformers
 from peft import LoraConfig
+from peft.tuners.lora import LoraLayer
 from safetensors.torch import load_file
 
 from ..assets import course_model
@@ -131,8 +133,32 @@ def rebuild_model(folder: Path, info: dict):
     active = [a for a in info.get("active_adapters") or [] if isinstance(a, str) and a in (info.get("adapters") or {})]
     if cls in PEFT_CLASSES and active:
         model.base_model.set_adapter(active if len(active) > 1 else active[0])
+    if cls in PEFT_CLASSES:
+        _set_layer_state(model, info.get("lora_state"))
         _set_flags(model, params, devices=False)  # set_adapter changes requires_grad: the saved flags count
     return model.eval()
+
+
+def _set_layer_state(model, states) -> None:
+    """Each LoRA layer as the learner left it: switched off, adapters merged into the (saved, merged) base
+    weights, and scalings changed by ``set_scale``; values beyond what a course model uses are refused."""
+    if not isinstance(states, dict):
+        return
+    layers = {name: module for name, module in model.named_modules() if isinstance(module, LoraLayer)}
+    for name, state in states.items():
+        layer = layers.get(name)
+        if layer is None or not isinstance(state, dict):
+            continue
+        scaling = state.get("scaling") if isinstance(state.get("scaling"), dict) else {}
+        for adapter, value in scaling.items():
+            if adapter in layer.scaling:
+                if not (_number(value, 1e6) and math.isfinite(value)):
+                    raise EvidenceError("a LoRA layer's scaling is beyond the course's model")
+                layer.scaling[adapter] = float(value)
+        merged = state.get("merged") if isinstance(state.get("merged"), list) else []
+        layer.merged_adapters = [a for a in merged if isinstance(a, str) and a in layer.scaling]
+        if state.get("disabled") is True:
+            layer.enable_adapters(False)
 
 
 def _with_adapters(base, cls: str, adapters):

@@ -97,7 +97,26 @@ def tokenizer():
     return load_tokenizer()
 
 
+def layer_state_problem(model, what: str) -> str | None:
+    """Why ``model``'s LoRA layers do not compute their adapters as loaded: switched off, or a scale changed."""
+    layers = [m for m in model.modules() if isinstance(m, LoraLayer)]
+    if any(m.disable_adapters for m in layers):
+        return (f"{what} has its LoRA layers switched off (disable_adapter_layers / disable_adapters): it computes "
+                "the base model; switch them back on (lesson 3, the `disable_adapter` context does it for you).")
+    for m in layers:
+        for adapter, value in m.scaling.items():
+            alpha, r = m.lora_alpha.get(adapter), m.r.get(adapter)
+            rs = m.use_rslora.get(adapter, False) if isinstance(m.use_rslora, dict) else False
+            expected = alpha / (r ** 0.5 if rs else r) if alpha is not None and r else None
+            if expected is not None and abs(value - expected) > 1e-6 * max(1.0, abs(expected)):
+                return (f"{what}'s adapter {adapter!r} is scaled by {value:g}, not by lora_alpha/r = {expected:g} "
+                        "as loaded (set_scale changed it).")
+    return None
+
+
 def same_logits(reference, candidate, what: str, atol: float = 1e-5, batch=None) -> str:
+    problem = layer_state_problem(candidate, what)
+    require(problem is None, problem or "")
     result = compare_logits(reference, candidate, tokenizer(), atol=atol, batch=batch)
     require(result.ok, f"{what} gives different logits (max |difference| {result.max_abs_diff:.1e}, "
                        f"allowed {atol:g}): its weights are not the ones expected.")

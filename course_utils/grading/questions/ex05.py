@@ -1,64 +1,55 @@
 """Exercise 5 (lesson 5, several adapters on one base): the per-learner data it gives, and the judges of its questions.
 
 Q1 takes a PeftModel or a plain transformers model with adapters from ``load_adapter`` (rebuilt here from its tensors).
-Q2 and Q4's functions are run by probes on a fresh model and seeded inputs the learner never saw (Q4's probe records
-each forward pass's rows and adapter names). Q3's adapters are retuned per learner: a copy of the shipped ones fails.
+Q2 and Q4's functions are run by probes on a fresh model and seeded inputs the learner never saw, each forward pass
+recorded (ex05_passes.py). Q3's `team` is retuned with fresh randomness and snapshot by its given cell.
 """
 from __future__ import annotations
 
 import random
+import secrets
 import tempfile
-import warnings
-from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 
 import torch
-import transformers
 from peft import PeftModel, get_peft_model
-from peft.tuners.lora import LoraLayer
 from safetensors.torch import load_file, save_file
 
 from ...adapter_format import CONFIG_FILE, WEIGHTS_FILE
 from ...assets import ADAPTER_NAMES
 from ...generation import complete
 from ...learner import learner_seed
-from ...messages import one_line
 from ...models import load_base_model
 from ...shipped import shipped_adapter
 from ...tasks import _LOC, _NER_TEMPLATES, _ORG, _PER, _ner_sentence, _review, ner_prompt, sentiment_prompt
 from ..evidence import Evidence, Opaque
 from ..evidence import type_name as type_of
 from ..rebuild import MAX_ADAPTERS, lora_config_from
-from . import common
-from .common import Question, adapter_folder, folder, notebook_type, reload, require, same_logits, shipped, tokenizer
+from .common import (
+    Question,
+    adapter_folder,
+    folder,
+    holds,
+    notebook_type,
+    reload,
+    require,
+    same_logits,
+    shipped,
+    tokenizer,
+    weights_of,
+)
+from .ex05_passes import BASE, active_adapter, call, generated, layers, quiet, record_passes
 
-BASE = "__base__"
 PROBE_SENTENCES, PROBE_BATCHES = 3, (("probe-a", 3), ("probe-b", 5))   # the unseen inputs of Q2's and Q4's probes
-# The fixed data of the exercise's first version: unused, kept only because checks.py still re-exports them.
-NER_SENTENCE, REVIEW = "Elena met Omar in Lisbon.", "La comida fue excelente y el servicio muy amable."
-MIXED_ROWS = (("english_ner", "sentence"), ("spanish_sentiment", "review"), (BASE, "sentence"))
-mixed_prompts = lambda: [ner_prompt(NER_SENTENCE), sentiment_prompt(REVIEW), ner_prompt(NER_SENTENCE)]  # noqa: E731
+TEAM_GIVEN = "ex05_q3_given"   # the grade_id of the given cell that makes `team` and snapshots it (record_given)
 _TEMPLATES = tuple(t for t in _NER_TEMPLATES if any(w in t for w in ("flew", "rained", "signed")))  # discriminate most
 
 
 # ============================================================================ the data (learner's kernel and checker)
-@contextmanager
-def _quiet():
-    """No library warnings or load reports (a given cell's output stays the same on every run)."""
-    verbosity = transformers.logging.get_verbosity()
-    transformers.logging.set_verbosity_error()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        transformers.logging.set_verbosity(verbosity)
-
-
 def _fresh_two() -> PeftModel:
     """A new base with both shipped adapters, spanish_sentiment active (probes pass it to the learner's functions)."""
-    with _quiet():
+    with quiet():
         model = PeftModel.from_pretrained(load_base_model(), str(shipped_adapter(ADAPTER_NAMES[0])),
                                           adapter_name=ADAPTER_NAMES[0])
         model.load_adapter(str(shipped_adapter(ADAPTER_NAMES[1])), adapter_name=ADAPTER_NAMES[1])
@@ -129,46 +120,27 @@ def learner_batch(learner: str) -> tuple[list[str], list[str]]:
     return [p for _, p in rows], [n for n, _ in rows]
 
 
-@lru_cache(maxsize=8)
-def retuned_weights(seed: int, name: str) -> dict:
-    """The shipped adapter ``name`` after the teammate's per-learner retuning (every lora_B moved a little)."""
-    state = load_file(str(shipped_adapter(name) / WEIGHTS_FILE))
-    gen = torch.Generator().manual_seed(seed * 2 + ADAPTER_NAMES.index(name))
-    return {k: t + 0.2 * t.abs().mean() * torch.randn(t.shape, generator=gen) if "lora_B" in k else t
-            for k, t in sorted(state.items())}
-
-
-def _retuned_folder(seed: int, name: str, target: Path) -> Path:
-    target.mkdir(parents=True, exist_ok=True)
-    (target / CONFIG_FILE).write_bytes((shipped_adapter(name) / CONFIG_FILE).read_bytes())
-    save_file(retuned_weights(seed, name), str(target / WEIGHTS_FILE), metadata={"format": "pt"})
-    return target
-
-
 def teammate_model(learner: str):
-    """Exercise 5 Q3: a plain transformers model with both adapters retuned for ``learner`` (nothing on disk)."""
-    seed = learner_seed(learner)
+    """Exercise 5 Q3: a plain transformers model with both adapters retuned (nothing on disk). The learner's seed
+    picks which layers' lora_B moved; the moves come from ``secrets``: the weights exist only in this model (the
+    given cell snapshots it with ``record_given``; Q3's judge compares the saved folders with that snapshot)."""
+    rng, gen = random.Random(f"ex05-team-{learner_seed(learner)}"), torch.Generator().manual_seed(secrets.randbits(63))
     model = load_base_model()
-    with tempfile.TemporaryDirectory() as tmp, _quiet():
+    with tempfile.TemporaryDirectory() as tmp, quiet():
         for name in ADAPTER_NAMES:
-            model.load_adapter(str(_retuned_folder(seed, name, Path(tmp) / name)), adapter_name=name)
+            state = load_file(str(shipped_adapter(name) / WEIGHTS_FILE))
+            moved = set(rng.sample(range(4), 2))   # 2 of the 4 blocks, per learner
+            state = {k: t + 0.2 * t.abs().mean() * torch.randn(t.shape, generator=gen)
+                     if "lora_B" in k and int(k.split(".h.")[1].split(".")[0]) in moved else t for k, t in state.items()}
+            target = Path(tmp) / name
+            target.mkdir()
+            (target / CONFIG_FILE).write_bytes((shipped_adapter(name) / CONFIG_FILE).read_bytes())
+            save_file(state, str(target / WEIGHTS_FILE), metadata={"format": "pt"})
+            model.load_adapter(str(target), adapter_name=name)
     return model.eval()
 
 
-@lru_cache(maxsize=4)
-def _retuned_reference(seed: int, name: str) -> PeftModel:
-    with tempfile.TemporaryDirectory() as tmp:
-        return reload(_retuned_folder(seed, name, Path(tmp) / name)).eval()
-
-
 # ============================================================================ Q1: both adapters on one base
-def _layers(model) -> dict:
-    """In the learner's kernel: which adapters the model's LoRA layers run (PeftModel or plain transformers)."""
-    layers = [m for m in model.modules() if isinstance(m, LoraLayer)] if isinstance(model, torch.nn.Module) else []
-    return {"layers": len(layers), "active": sorted({tuple(m.active_adapters) for m in layers}),
-            "disabled": any(m.disable_adapters for m in layers)}
-
-
 def _from_plain(ev: Evidence, name: str, info: dict) -> PeftModel:
     """A plain transformers model with adapters (``load_adapter``), rebuilt by the checker from its tensors."""
     adapters = info["adapters"]
@@ -200,20 +172,18 @@ def as_peft(ev: Evidence, name: str) -> PeftModel:
         return obj
     notebook_type(obj, name)
     info = ev.model_info(name)
-    require(info.get("base_class") == "GPT2LMHeadModel" and info.get("adapters"),
-            f"`{name}` is a {type_of(obj)} with no adapters loaded: load the shipped adapters onto a base model (lesson 5).")
+    held = sorted(info.get("adapters") or {})
+    require(held, f"`{name}` is a {type_of(obj)} with no adapters loaded: load the shipped adapters onto a base model "
+                  "(lesson 5).")
+    require(info.get("base_class") == "GPT2LMHeadModel" and info.get("class") == "GPT2LMHeadModel",
+            f"`{name}` is a {type_of(obj)} holding {held}: the task asks for a PeftModel, or the base model with "
+            "transformers' load_adapter (lesson 5, sections 1 and 4).")
     return _from_plain(ev, name, info)
 
 
-def active_adapter(ev: Evidence, name: str) -> str:
-    """The one adapter the LoRA layers of answer ``name`` run, as the probe read it."""
-    state = ev.probe("active_state") or {}
-    require(isinstance(state, dict) and state.get("layers"), f"`{name}` has no LoRA layers.")
-    require(not state.get("disabled"), f"the adapters of `{name}` are disabled: enable them (lesson 5, section 2).")
-    sets = state.get("active") or []
-    require(len(sets) == 1 and len(sets[0]) == 1, f"`{name}` runs {', '.join(map(str, sets)) or 'no adapter'}: "
-                                                  "activate exactly one adapter.")
-    return sets[0][0]
+@lru_cache(maxsize=1)
+def _base_state() -> dict:
+    return load_base_model().state_dict()
 
 
 def _q1(ev: Evidence) -> str:
@@ -223,8 +193,14 @@ def _q1(ev: Evidence) -> str:
     names = sorted(model.peft_config)
     for name in ADAPTER_NAMES:
         require(name in names, f"no adapter named {name!r} (the model has {names}): name each adapter when you load it.")
-        require(common.holds(model, name, load_file(str(shipped_adapter(name) / WEIGHTS_FILE))),
+        require(holds(model, name, load_file(str(shipped_adapter(name) / WEIGHTS_FILE))),
                 f"the adapter named {name!r} does not hold the weights of the shipped {name} adapter.")
+    require(len(names) == len(ADAPTER_NAMES), f"`model` holds {names}: the task asks for the two shipped adapters only.")
+    base = _base_state()
+    own = {k.replace(".base_layer.", "."): v for k, v in model.get_base_model().state_dict().items() if "lora_" not in k}
+    changed = sorted(k for k in set(base) | set(own) if k not in own or k not in base or not torch.equal(own[k], base[k]))
+    require(not changed, f"the base weights of `model` are not the course's base model ({changed[:1]} differs): load "
+                         "the adapters onto a fresh load_base_model() (lesson 5, section 1).")
     now = active_adapter(ev, "model")
     require(now == "spanish_sentiment", f"the active adapter is {now!r}; the task asks for spanish_sentiment (which "
                                         "adapter a load activates: lesson 5, sections 1 and 4).")
@@ -240,20 +216,15 @@ def _function(ev: Evidence, name: str) -> None:
     require(isinstance(fn, Opaque) and fn.function, f"`{name}` should be a function, not a {type_of(fn)}.")
 
 
-def _call(fn, *args):
-    try:
-        return fn(*args)
-    except Exception as exc:  # noqa: BLE001 - the learner's function failed: that is the evidence
-        return {"raised": one_line(exc)}
-
-
 def _probe_q2(answers: dict) -> dict:
-    """In the learner's kernel: ``model``'s active adapter; ``tag`` run on unseen sentences, on fresh models."""
-    out = {"active_state": _layers(answers.get("model"))}
+    """In the learner's kernel: ``model``'s active adapter; ``tag`` run on unseen sentences, each on a fresh model
+    whose forward passes are recorded."""
+    out = {"active_state": layers(answers.get("model"))}
     tag = answers.get("tag")
-    if callable(tag):
-        seed = learner_seed()
-        out["tags"] = [_call(tag, _fresh_two(), sentence_for(seed, f"probe{i}")) for i in range(PROBE_SENTENCES)]
+    for i in range(PROBE_SENTENCES if callable(tag) else 0):
+        model, calls = _fresh_two(), []
+        record_passes(model, calls)
+        out[f"tag{i}"] = {"text": call(tag, model, sentence_for(learner_seed(), f"probe{i}")), "calls": calls}
     return out
 
 
@@ -277,24 +248,33 @@ def _q2(ev: Evidence) -> str:
     _function(ev, "tag")
     sentence = sentence_for(ev.seed)
     _tag_ok(ev.value("ner_output"), sentence, "`ner_output`")
-    tags = ev.probe("tags")
-    require(isinstance(tags, list) and len(tags) == PROBE_SENTENCES, "`tag` was not run on the new sentences.")
-    for i, text in enumerate(tags):
-        _tag_ok(text, sentence_for(ev.seed, f"probe{i}"), "on a model with spanish_sentiment active, `tag`")
+    for i in range(PROBE_SENTENCES):
+        seen, new = ev.probe(f"tag{i}") or {}, sentence_for(ev.seed, f"probe{i}")
+        require(isinstance(seen, dict) and seen, "`tag` was not run on the new sentences.")
+        _tag_ok(seen.get("text"), new, "on a model with spanish_sentiment active, `tag`")
+        _generated(seen.get("calls"), (("english_ner", ner_prompt(new)),), "`tag` did not generate its text with "
+                   "the model it was given, switched to english_ner: switch that model (its argument) and generate with"
+                   " it (lesson 5, section 2).")
     now = active_adapter(ev, "model")
     require(now == "english_ner", f"`model`'s active adapter is {now!r}: `tag` should switch the model to english_ner.")
     return f"english_ner active; `tag` tags new sentences right; yours: {ner_outputs(sentence)['right'].strip()!r}"
 
 
 # ============================================================================ Q3: save both adapters of a plain model
-def _same_tensors(a: dict, b: dict) -> bool:
-    return set(a) == set(b) and all(torch.equal(a[k].float(), b[k].float()) for k in b)
+def _team(ev: Evidence) -> PeftModel:
+    """`team` as the given cell made it (its ``record_given`` snapshot), rebuilt as a PeftModel."""
+    snap = ev.earlier(TEAM_GIVEN)
+    info = snap.model_info("team") if snap is not None else {}
+    require(info.get("adapters"), "there is no record of `team` as it was given: run the cell that makes it (it "
+                                  "records team), then save team's adapters.")
+    return _from_plain(snap, "team", info)
 
 
 def _q3(ev: Evidence) -> str:
     """Lesson 5 (section 4): both of team's retuned adapters saved, each in its own subfolder of one folder; the files
-    hold team's weights (not the shipped ones) and reload to the checker's own logits."""
+    hold the weights `team` held when it was given (its snapshot) and reload to team's own logits."""
     root = folder(ev, "saved_root")
+    team = _team(ev)
     for name in ADAPTER_NAMES:
         sub = root / name
         require((sub / CONFIG_FILE).is_file(), f"no {name}/{CONFIG_FILE} under the folder" + (
@@ -302,28 +282,38 @@ def _q3(ev: Evidence) -> str:
             "(lesson 5, section 4)." if (root / CONFIG_FILE).is_file() else ": save each of team's adapters into its own "
             "subfolder."))
         adapter_folder(sub)
-        saved = common.weights_of(sub)
-        require(not _same_tensors(saved, load_file(str(shipped_adapter(name) / WEIGHTS_FILE))),
+        saved = weights_of(sub)
+        require(not holds(shipped(name), "default", saved),
                 f"{name}/ holds the shipped {name} adapter, not the retuned one in `team`: save team's adapters "
                 "(a copy of the shipped folder is not what team holds).")
-        require(_same_tensors(saved, retuned_weights(ev.seed, name)),
-                f"{name}/ does not hold the weights of team's {name} adapter: save `team` itself, with that adapter "
-                "active.")
-        same_logits(_retuned_reference(ev.seed, name), reload(sub), f"the {name} adapter reloaded from {name}/")
-    return "team's two retuned adapters, each in its own subfolder, reload to the right logits"
+        require(not holds(team, name, {"base_model.model." + k: v for k, v in saved.items()}),
+                f"{name}/ holds team's weights under keys without the `base_model.model.` prefix: peft cannot load "
+                "keys without that prefix; save in peft's format (lesson 5, section 4).")
+        require(holds(team, name, saved), f"{name}/ does not hold the weights of team's {name} adapter (as its "
+                                                 "cell last made it): save `team` itself, with that adapter active.")
+        team.base_model.set_adapter(name)
+        same_logits(team, reload(sub), f"the {name} adapter reloaded from {name}/")
+    return "team's two retuned adapters, each in its own subfolder, reload to team's logits"
 
 
 # ============================================================================ Q4: one mixed batch
-def _recorder(model, calls: list):
-    """A hook on the first LoRA layer: the rows of each forward pass and the adapter names peft passed for them."""
-    layer = next(m for m in model.modules() if isinstance(m, LoraLayer))
+@lru_cache(maxsize=16)
+def _tokens(batch: tuple[tuple[str, str], ...]) -> tuple:
+    """Per row: its prompt's ids, and the new ids the checker's own batched generation writes up to the row's text end."""
+    tok = tokenizer()
+    inputs = tok([p for _, p in batch], return_tensors="pt", padding=True, padding_side="left")
+    with torch.no_grad():
+        out = _two().generate(**inputs, adapter_names=[n for n, _ in batch], max_new_tokens=24, do_sample=False,
+                              pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
+    rows = []
+    for (_, prompt), new in zip(batch, out[:, inputs["input_ids"].shape[1]:].tolist()):
+        end = next((k + 1 for k, t in enumerate(new) if t == tok.eos_token_id or "\n" in tok.decode(new[:k + 1])), 24)
+        rows.append((tok(prompt)["input_ids"], new[:end]))
+    return tuple(rows)
 
-    def hook(_module, args, kwargs, _result):
-        names = kwargs.get("adapter_names")
-        entry = [int((args[0] if args else kwargs["x"]).shape[0]), None if names is None else list(names)]
-        if entry not in calls:
-            calls.append(entry)
-    return layer.register_forward_hook(hook, with_kwargs=True)
+
+def _generated(calls, batch: tuple, why: str, pairing: str = "", then=None) -> None:
+    generated(calls, batch, _tokens(tuple(batch)), tokenizer().pad_token_id, why, pairing, then)
 
 
 def _probe_q4(answers: dict) -> dict:
@@ -334,9 +324,9 @@ def _probe_q4(answers: dict) -> dict:
     out = {}
     for salt, rows in PROBE_BATCHES:
         batch = batch_for(learner_seed(), salt, rows)
-        model, calls = _fresh_two(), []   # a model of its own: the hook goes with it
-        _recorder(model, calls)
-        out[salt] = {"texts": _call(serve, model, [p for _, p in batch], [n for n, _ in batch]), "calls": calls}
+        model, calls = _fresh_two(), []   # a model of its own: the hooks go with it
+        record_passes(model, calls)
+        out[salt] = {"texts": call(serve, model, [p for _, p in batch], [n for n, _ in batch]), "calls": calls}
     return out
 
 
@@ -360,41 +350,42 @@ def _rows_match(got: list[str], batch, expected: list[str], name: str, hint: str
         require(text == want.strip(), f"{name} row {i} is not what {adapter} writes for its prompt{hint}.")
 
 
-def _one_call(calls, names: list[str]) -> None:
-    require(isinstance(calls, list) and calls, "`serve` returned without running the model it was given on the batch.")
-    rows = {c[0] for c in calls if isinstance(c, list) and c}
-    require(rows == {len(names)}, f"`serve` ran the model on {sorted(rows)} row(s) at a time: answer the whole batch "
-                                  "in one call (lesson 5, section 3).")
-    got = [c[1] for c in calls]
-    require(all(g is not None for g in got), "`serve` ran the batch without per-row adapter names: each row gets "
-                                             "the active adapter then (lesson 5, section 3).")
-    require(all(g == names for g in got), "`serve` passed adapter names that are not the rows' own, in their order.")
+def _one_call(calls, rows: int) -> None:
+    require(isinstance(calls, list) and calls and all(isinstance(c, dict) for c in calls),
+            "`serve` returned without running the model it was given on the batch.")
+    sizes = sorted({len(c.get("ids") or []) for c in calls})
+    require(sizes == [rows], f"`serve` ran the model on {sizes} row(s) at a time: answer the whole batch in one call "
+                             "(lesson 5, section 3).")
+    require(all(c.get("names") is not None for c in calls), "`serve` ran the batch without per-row adapter names: "
+                                                            "each row gets the active adapter then (lesson 5, section 3).")
 
 
 def _q4(ev: Evidence) -> str:
-    """Lesson 5 (sections 2 and 3): `serve` answers a batch in one call with one adapter per row; it is run on
-    seeded batches the learner never saw; `mixed` and `single` answer the learner's own batch."""
+    """Lesson 5 (sections 2 and 3): `serve` answers a batch in one batched generation, each prompt with its own
+    adapter; it is run on seeded batches the learner never saw, its forward passes recorded; `mixed` answers the
+    learner's batch and each row equals the checker's own run of that adapter alone."""
     _function(ev, "serve")
     batch = batch_for(ev.seed)
     mixed = _texts(ev.value("mixed"), "`mixed`", len(batch))
     _rows_match(mixed, batch, mixed_expected(batch), "`mixed`", " in the mixed batch: pass one adapter name per row, "
                                                                 "in the batch's order")
-    single = _texts(ev.value("single"), "`single`", len(batch))
-    _rows_match(single, batch, [_run(n, p) for n, p in batch], "`single`", " on its own (only that adapter on, or "
-                                                                           "none for __base__)")
+    _rows_match(mixed, batch, [_run(n, p) for n, p in batch], "`mixed`", " on its own")
     for salt, rows in PROBE_BATCHES:
         seen = ev.probe(salt) or {}
         new = batch_for(ev.seed, salt, rows)
         got = _texts(seen.get("texts"), f"on a new batch of {rows}, `serve`'s answer", rows)
-        _one_call(seen.get("calls"), [n for n, _ in new])
-        _rows_match(got, new, mixed_expected(new), "on a new batch, `serve`'s", "")
-    same = sum(m == s for m, s in zip(mixed, single))
-    return f"`serve` answers new batches in one call; {same} of {len(batch)} rows equal their one-adapter run"
+        _one_call(seen.get("calls"), rows)
+        _generated(seen.get("calls"), new, "`serve` did not generate its texts in the batched call: one forward pass "
+                   "per new token, each with all the rows and their adapters (generate does that; lesson 5, section 3).",
+                   "`serve` passed adapter names that are not the rows' own: each prompt must run with its own adapter "
+                   "(rows may be in any order in the call; lesson 5, section 3).",
+                   lambda got=got, new=new: _rows_match(got, new, mixed_expected(new), "on a new batch, `serve`'s", ""))
+    return f"`serve` answers new batches in one batched generation; your {len(batch)} rows equal their one-adapter runs"
 
 
 QUESTIONS = (
-    Question("ex05_q1", 2, ("model",), _q1, probe=lambda answers: {"active_state": _layers(answers.get("model"))}),
+    Question("ex05_q1", 2, ("model",), _q1, probe=lambda answers: {"active_state": layers(answers.get("model"))}),
     Question("ex05_q2", 2, ("tag", "ner_output", "model"), _q2, probe=_probe_q2),
     Question("ex05_q3", 2, ("saved_root",), _q3),
-    Question("ex05_q4", 3, ("serve", "mixed", "single"), _q4, probe=_probe_q4),
+    Question("ex05_q4", 3, ("serve", "mixed"), _q4, probe=_probe_q4),
 )
