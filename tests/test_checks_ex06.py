@@ -6,6 +6,9 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
+import os
+import random
 import shutil
 from pathlib import Path
 
@@ -19,13 +22,16 @@ from transformers import AutoTokenizer, GPT2ForSequenceClassification
 
 from course_utils import course_model, load_base_model, shipped_adapter
 from course_utils.adapter_format import WEIGHTS_FILE
+from course_utils.grading.checks import check
 from course_utils.grading.evidence import evidence_root, record_given
 from course_utils.grading.questions.ex06 import (
     _classifier,
     best_name,
     classifier_task,
     entity_colleague,
+    probe_plans,
     run_plan,
+    text_newest,
     trainer_run,
 )
 from course_utils.learner import learner_seed
@@ -145,9 +151,17 @@ def seq_cls(**extra):
     seq_cls(modules_to_save=["score"]),
     seq_cls(task_type=TaskType.SEQ_CLS, target_modules=r".*\.c_attn"),
     seq_cls(task_type="SEQ_CLS", rank_pattern={"c_attn": RANK}, lora_dropout=0.1),
+    seq_cls(task_type="SEQ_CLS", lora_alpha=1, alpha_pattern={"c_attn": ALPHA}),   # every c_attn still gets ALPHA
+    seq_cls(task_type="SEQ_CLS", layers_to_transform=[0, 1, 2, 3], layers_pattern="h"),
+    seq_cls(task_type="SEQ_CLS", target_modules=[f"transformer.h.{i}.attn.c_attn" for i in range(4)]),
 ])
 def test_ex06_q2_configs_that_keep_the_head(config, capsys):
     passes("ex06_q2", capsys, config=config)
+
+
+def test_ex06_q2_the_pass_line_reports_what_the_layers_got(capsys):
+    check("ex06_q2", config=seq_cls(task_type="SEQ_CLS"))
+    assert f"every c_attn gets rank {RANK} and lora_alpha {ALPHA} (scale {ALPHA / RANK:g})" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(("config", "pattern"), [
@@ -157,12 +171,14 @@ def test_ex06_q2_configs_that_keep_the_head(config, capsys):
     (seq_cls(modules_to_save=["classifier"]), r"head \(`score`\) is frozen"),
     (seq_cls(task_type="SEQ_CLS", inference_mode=True), r"head \(`score`\) is frozen"),
     (seq_cls(task_type="SEQ_CLS", r=8, lora_alpha=16), f"rank 8 .*asks for rank {RANK}"),   # the lesson's numbers
-    (seq_cls(task_type="SEQ_CLS", lora_alpha=8), f"lora_alpha={ALPHA} at rank {RANK} scales it by"),
-    (seq_cls(task_type="SEQ_CLS", lora_alpha=0), "scales its update by 0;"),
-    (seq_cls(task_type="SEQ_CLS", use_rslora=True), "scales its update by"),
+    (seq_cls(task_type="SEQ_CLS", lora_alpha=8), f"gets lora_alpha 8 .*asks for lora_alpha {ALPHA}"),
+    (seq_cls(task_type="SEQ_CLS", lora_alpha=0), "gets lora_alpha 0 "),
+    (seq_cls(task_type="SEQ_CLS", use_rslora=True), f"use_rslora, .* asks for lora_alpha {ALPHA} at rank {RANK}"),
+    (seq_cls(task_type="SEQ_CLS", use_rslora=True, lora_alpha=ALPHA / math.sqrt(RANK)), "turns on use_rslora"),
+    (seq_cls(task_type="SEQ_CLS", init_lora_weights="olora"), "cannot compute .*init_lora_weights='olora' does not"),
     (seq_cls(task_type="SEQ_CLS", rank_pattern={"h.0.attn.c_attn": 2}), r"h\.0\.attn\.c_attn gets rank 2"),
     (seq_cls(task_type="SEQ_CLS", rank_pattern={"c_attn": 16}), "gets rank 16"),
-    (seq_cls(task_type="SEQ_CLS", alpha_pattern={"h.3.attn.c_attn": 1}), r"h\.3\.attn\.c_attn scales its update"),
+    (seq_cls(task_type="SEQ_CLS", alpha_pattern={"h.3.attn.c_attn": 1}), r"h\.3\.attn\.c_attn gets lora_alpha 1"),
     (seq_cls(task_type="SEQ_CLS", layers_to_transform=[0]), "c_attn of 1 of the 4 layers"),
     (seq_cls(task_type="SEQ_CLS", use_dora=True), "DoRA"),
     (seq_cls(target_modules=["c_attn", "score"]), "LoRA on c_attn, score;"),
@@ -177,7 +193,7 @@ def test_ex06_q2_another_learners_numbers_fail(monkeypatch, capsys):
     monkeypatch.setenv("COURSE_LEARNER", "bob")
     rank, alpha = classifier_task("bob")
     assert (rank, alpha) != (RANK, ALPHA)
-    fails("ex06_q2", "rank|scales", config=seq_cls(task_type="SEQ_CLS"))
+    fails("ex06_q2", "rank|lora_alpha", config=seq_cls(task_type="SEQ_CLS"))
     passes("ex06_q2", capsys, config=seq_cls(task_type="SEQ_CLS", r=rank, lora_alpha=alpha))
 
 
@@ -203,43 +219,103 @@ def test_a_classifier_check_builds_a_new_random_head_each_time():
 
 
 # ---------------------------------------------------------------------------- Q3
+def _log(checkpoint):
+    return json.loads((Path(checkpoint) / "trainer_state.json").read_text())["log_history"]
+
+
+def _newest(run):
+    return max(Path(run).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+
+
+def _lowest(log, key="eval_loss"):
+    return min((h for h in log if key in h), key=lambda h: h[key])["step"]
+
+
 def best_checkpoint(run):
     """The right answer: the newest checkpoint's log, lowest eval_loss."""
-    run = Path(run)
-    newest = max(run.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-    log = json.loads((newest / "trainer_state.json").read_text())["log_history"]
-    return run / f"checkpoint-{min((h for h in log if 'eval_loss' in h), key=lambda h: h['eval_loss'])['step']}"
+    return Path(run) / f"checkpoint-{_lowest(_log(_newest(run)))}"
 
 
-def by_name(run):
-    """Also right: the best checkpoint's name, as a str."""
-    states = [json.loads(p.read_text()) for p in Path(run).glob("*/trainer_state.json")]
-    log = max(states, key=lambda s: s["global_step"])["log_history"]
-    return f"checkpoint-{min((h['eval_loss'], h['step']) for h in log if 'eval_loss' in h)[1]}"
+def as_str(run):
+    """Also right: the same path as a str, from TrainerState."""
+    state = transformers.TrainerState.load_from_json(str(_newest(run) / "trainer_state.json"))
+    return os.path.join(run, f"checkpoint-{_lowest(state.log_history)}")
+
+
+def each_own_log(run):
+    """Also right: each checkpoint's own last eval_loss, the lowest of them."""
+    return min(Path(run).glob("checkpoint-*"), key=lambda p: [h for h in _log(p) if "eval_loss" in h][-1]["eval_loss"])
 
 
 def as_text(run):   # the newest checkpoint chosen by sorting names as text
-    newest = sorted(Path(run).glob("checkpoint-*"))[-1]
-    log = json.loads((newest / "trainer_state.json").read_text())["log_history"]
-    return str(Path(run) / f"checkpoint-{min((h for h in log if 'eval_loss' in h), key=lambda h: h['eval_loss'])['step']}")
+    return str(Path(run) / f"checkpoint-{_lowest(_log(sorted(Path(run).glob('checkpoint-*'))[-1]))}")
 
 
 def by_training_loss(run):
-    newest = max(Path(run).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
-    log = json.loads((newest / "trainer_state.json").read_text())["log_history"]
-    return f"checkpoint-{min((h for h in log if 'loss' in h), key=lambda h: h['loss'])['step']}"
+    return f"{run}/checkpoint-{_lowest(_log(_newest(run)), 'loss')}"
+
+
+def first_rise(run):   # early stopping: the checkpoint before the eval loss first rises
+    evals = [h for h in _log(_newest(run)) if "eval_loss" in h]
+    stop = next((a for a, b in zip(evals, evals[1:]) if b["eval_loss"] > a["eval_loss"]), evals[-1])
+    return Path(run) / f"checkpoint-{stop['step']}"
+
+
+def not_the_last(run):   # "the last is never the best"
+    return Path(run) / f"checkpoint-{_lowest(_log(_newest(run))[:-2])}"
+
+
+def second_newest(run):
+    return sorted(Path(run).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))[-2]
 
 
 def the_last(run):
-    return max(Path(run).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    return _newest(run)
 
 
 def hard_coded(run):
     return Path(run) / best_name(learner_seed("ci"))
 
 
+def from_the_seed(run):   # the course's recipe, keyed on the learner's seed: the trial runs are not seeded
+    return Path(run) / best_name(learner_seed() + 1)
+
+
+def elsewhere(run):   # the right name, in another folder
+    return Path("/nonexistent") / best_checkpoint(run).name
+
+
+def bare_name(run):
+    return best_checkpoint(run).name
+
+
 def breaks(run):
     raise KeyError("best_model_checkpoint")
+
+
+def _mistake(plan, bug):
+    """The index each mistake picks on a plan (without files)."""
+    loss, n = plan["eval_loss"], len(plan["steps"])
+    upto = lambda i: min(range(i + 1), key=loss.__getitem__)   # noqa: E731
+    return {"text": upto(text_newest(plan["steps"])), "last": n - 1, "second": n - 2, "first": 0,
+            "rise": next((i for i in range(n - 1) if loss[i + 1] > loss[i]), n - 1), "not_last": upto(n - 2),
+            "train": plan["loss"].index(min(plan["loss"]))}[bug]
+
+
+@pytest.mark.parametrize("bug", ["text", "last", "second", "first", "rise", "not_last", "train"])
+def test_ex06_q3_every_draw_of_trial_runs_catches_the_usual_mistakes(bug):
+    rng = random.Random(bug)
+    for _ in range(3000):
+        plans = probe_plans(rng)
+        assert any(_mistake(p, bug) != p["best"] for p in plans)
+        assert any(p["best"] == len(p["steps"]) - 1 for p in plans)   # one run ends on its best
+        for p in plans:   # noisy: a local minimum before the best; a text sort misses the best
+            assert _mistake(p, "rise") < p["best"] and text_newest(p["steps"]) < p["best"]
+            assert p["eval_loss"].count(min(p["eval_loss"])) == 1 and min(p["eval_loss"]) == p["eval_loss"][p["best"]]
+
+
+def test_ex06_q3_trial_runs_come_from_secrets_not_the_seed():
+    assert probe_plans() != probe_plans()
 
 
 @pytest.fixture(scope="module")
@@ -258,17 +334,33 @@ def ckpt(run, name=None, **kwargs):
     return PeftModel.from_pretrained(load_base_model(), Path(run) / (name or best_name(learner_seed("ci"))), **kwargs)
 
 
-def test_ex06_q3_the_best_checkpoint_is_never_the_last():
-    for seed in range(200):
+def test_ex06_q3_the_learners_best_checkpoint_is_never_the_last():
+    for seed in range(500):
         plan = run_plan(seed)
         assert plan["best"] < len(plan["steps"]) - 1
         assert min(plan["eval_loss"]) == plan["eval_loss"][plan["best"]]
         assert plan["eval_loss"].count(min(plan["eval_loss"])) == 1
 
 
-def test_ex06_q3_right_answers(run, capsys):
-    passes("ex06_q3", capsys, best_checkpoint=best_checkpoint, continued=ckpt(run, is_trainable=True))
-    passes("ex06_q3", capsys, best_checkpoint=by_name, continued=ckpt(run, is_trainable=True, adapter_name="go"))
+def _second_adapter(run):
+    """The last checkpoint loaded as given, the best as a second, trainable adapter made active."""
+    model = PeftModel.from_pretrained(load_base_model(), _newest(run))
+    model.load_adapter(str(best_checkpoint(run)), adapter_name="best", is_trainable=True)
+    model.set_adapter("best")
+    return model
+
+
+@pytest.mark.parametrize(("find", "make"), [
+    (best_checkpoint, lambda r: ckpt(r, is_trainable=True)),
+    (as_str, lambda r: ckpt(r, is_trainable=True, adapter_name="go")),
+    (each_own_log, lambda r: ckpt(r, is_trainable=True).train()),
+    (best_checkpoint, lambda r: _second_adapter(r)),   # the unused `default` stays frozen: right
+])
+def test_ex06_q3_right_answers(find, make, run, capsys):
+    passes("ex06_q3", capsys, best_checkpoint=find, continued=make(run))
+
+
+def test_ex06_q3_lora_thawed_by_hand_passes(run, capsys):
     thawed = ckpt(run)
     for name, p in thawed.named_parameters():
         p.requires_grad_("lora_" in name)
@@ -287,20 +379,34 @@ def _thawed_base(run):
     return model
 
 
+def _frozen_second(run):
+    model = _second_adapter(run)
+    for name, p in model.named_parameters():
+        p.requires_grad_(".default." in name)   # the unused adapter trainable, the active one frozen
+    return model
+
+
 LAST = f"checkpoint-{run_plan(learner_seed('ci'))['steps'][-1]}"
 WRONG_Q3 = [
-    (as_text, lambda r, a: ckpt(r, is_trainable=True), "checkpoint-10 sorts before|the last checkpoint"),
-    (by_training_loss, lambda r, a: ckpt(r, is_trainable=True), "the last checkpoint|eval_loss, not the training"),
+    (as_text, lambda r, a: ckpt(r, is_trainable=True), "sorts last as text but is not the newest"),
+    (by_training_loss, lambda r, a: ckpt(r, is_trainable=True), "the last checkpoint|the lowest training loss"),
+    (first_rise, lambda r, a: ckpt(r, is_trainable=True), "where the eval loss first rises"),
+    (not_the_last, lambda r, a: ckpt(r, is_trainable=True), "the lowest before the last; here the last is the best"),
+    (second_newest, lambda r, a: ckpt(r, is_trainable=True), "on another run, `best_checkpoint` returns 'checkpoint"),
     (the_last, lambda r, a: ckpt(r, is_trainable=True), "the last checkpoint; its eval loss is not the lowest"),
     (hard_coded, lambda r, a: ckpt(r, is_trainable=True), "on another run, `best_checkpoint` returns"),
+    (from_the_seed, lambda r, a: ckpt(r, is_trainable=True), "on another run, `best_checkpoint` returns"),
+    (elsewhere, lambda r, a: ckpt(r, is_trainable=True), "outside the run folder it was given"),
+    (bare_name, lambda r, a: ckpt(r, is_trainable=True), "outside the run folder it was given"),
     (breaks, lambda r, a: ckpt(r, is_trainable=True), "raised KeyError"),
     (lambda run: 3, lambda r, a: ckpt(r, is_trainable=True), "should return the checkpoint's path, not a int"),
     (None, lambda r, a: ckpt(r, is_trainable=True), "`best_checkpoint` is still None"),
     ("checkpoint-100", lambda r, a: ckpt(r, is_trainable=True), "should be a function of a run folder, not a str"),
     (AlwaysEqual(), lambda r, a: ckpt(r, is_trainable=True), "should be a function"),
     (best_checkpoint, lambda r, a: ckpt(r, LAST, is_trainable=True), f"holds {LAST}, not the checkpoint with"),
-    (best_checkpoint, lambda r, a: ckpt(r), "are frozen"),
+    (best_checkpoint, lambda r, a: ckpt(r), "8 of the 8 LoRA tensors of the active adapter .* are frozen"),
     (best_checkpoint, lambda r, a: ckpt(r).train(), "are frozen"),
+    (best_checkpoint, lambda r, a: _frozen_second(r), "8 of the 8 .* \\('best'\\) are frozen"),
     (best_checkpoint, lambda r, a: _rewrapped(r), "LoRA added on top of LoRA|fresh adapter"),
     (best_checkpoint, lambda r, a: get_peft_model(load_base_model(), LoraConfig(
         r=8, target_modules=["c_attn"], fan_in_fan_out=True)), r"fresh adapter \(its lora_B are zero\)"),

@@ -12,10 +12,10 @@ from check_assertions import AlwaysEqual, fails, passes
 from peft import LoraConfig, PeftModel, get_peft_model, set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 
-from course_utils import load_base_model, shipped_adapter
+from course_utils import compare_logits, load_base_model, load_tokenizer, shipped_adapter
 from course_utils.adapter_format import CONFIG_FILE, WEIGHTS_FILE
 from course_utils.grading.evidence import evidence_root, record_given
-from course_utils.grading.questions.ex07 import combo_task, renamed_colleague, renamed_plan
+from course_utils.grading.questions.ex07 import combo_task, mark_base, renamed_colleague, renamed_plan
 from course_utils.learner import learner_seed
 
 PREFIX = renamed_plan(learner_seed("ci"))["prefix"]
@@ -99,6 +99,18 @@ def _changed_base(folder):
     return model
 
 
+class Prefixed(torch.nn.Module):
+    """The base under the colleague's prefix, so that their module paths match."""
+
+    def __init__(self, base, prefix):
+        super().__init__()
+        setattr(self, prefix, base)
+        self.prefix, self.config = prefix, base.config
+
+    def forward(self, *args, **kwargs):
+        return getattr(self, self.prefix)(*args, **kwargs)
+
+
 WRONG_Q1 = [
     (lambda f, a: _quiet(lambda: load(f)), "LoRA B matrices of `repaired` are zero"),
     (lambda f, a: copy.deepcopy(_quiet(lambda: load(f))).requires_grad_(False), "LoRA B matrices .* are zero"),
@@ -112,6 +124,8 @@ WRONG_Q1 = [
     (lambda f, a: load_base_model(), "not a PeftModel"),
     (lambda f, a: mapped(f).merge_and_unload(), "not a PeftModel"),
     (lambda f, a: AlwaysEqual(), "not a PeftModel"),
+    (lambda f, a: PeftModel.from_pretrained(Prefixed(load_base_model(), PREFIX.rstrip(".")), f),   # their layout
+     f"a PeftModel around a model that is not the course's base model .*under `base_model.model.{PREFIX}"),
 ]
 
 
@@ -129,30 +143,94 @@ def test_ex07_q1_needs_the_given_cell_and_this_learners_folder(theirs, monkeypat
     fails("ex07_q1", "given cell `ex07_given_renamed` did not run", repaired=repaired)
 
 
-def test_ex07_q2_the_base_given_back(capsys):
-    def sentiment(base=None):
-        return PeftModel.from_pretrained(base or load_base_model(), shipped_adapter("spanish_sentiment"))
+def _given():
+    """As the given cell: a base, `sentiment` on it, its base marked and the mark recorded."""
+    base = load_base_model()
+    sentiment = PeftModel.from_pretrained(base, shipped_adapter("spanish_sentiment"))
+    record_given("ex07_given_base", mark=mark_base(sentiment))
+    return base, sentiment
 
-    wrapped = sentiment()
-    fails("ex07_q2", "still a PeftModel", clean_base=wrapped, sentiment=wrapped)
-    fails("ex07_q2", "still has 16 LoRA layers", clean_base=wrapped.base_model.model, sentiment=wrapped)
-    fails("ex07_q2", "still has 16 LoRA layers", clean_base=wrapped.get_base_model(), sentiment=wrapped)
-    fails("ex07_q2", "still has 16 LoRA layers", clean_base=wrapped.base_model, sentiment=wrapped)
-    kept = load_base_model()
-    fails("ex07_q2", "still has 16 LoRA layers", clean_base=kept, sentiment=sentiment(kept))  # changed in place
-    fails("ex07_q2", "not by loading again", clean_base=load_base_model(), sentiment=wrapped)
-    fails("ex07_q2", "not by loading again", clean_base=copy.deepcopy(sentiment().unload()), sentiment=wrapped)
-    merged = sentiment()
-    fails("ex07_q2", "merged in, not removed", clean_base=merged.merge_and_unload(), sentiment=merged)
-    with wrapped.disable_adapter():
-        fails("ex07_q2", "still a PeftModel", clean_base=wrapped, sentiment=wrapped)
-    passes("ex07_q2", capsys, clean_base=wrapped.unload(), sentiment=wrapped)
-    other = sentiment()
-    passes("ex07_q2", capsys, clean_base=other.base_model.unload(), sentiment=other)
-    kept = load_base_model()
-    other = sentiment(kept)
-    other.unload()
-    passes("ex07_q2", capsys, clean_base=kept, sentiment=other)
+
+def _unloaded(base, sentiment):
+    sentiment.unload()
+    return sentiment.get_base_model()
+
+
+def _drifted(base, sentiment):
+    sentiment.merge_adapter()
+    sentiment.unmerge_adapter()
+    return sentiment.unload()
+
+
+@pytest.mark.parametrize("make", [
+    lambda b, s: s.unload(),
+    lambda b, s: s.base_model.unload(),
+    lambda b, s: (s.unload(), b)[1],   # the given `base`, after unload
+    _unloaded,
+    lambda b, s: s.merge_and_unload(adapter_names=[]),
+    _drifted,   # merged and unmerged: float drift only
+])
+def test_ex07_q2_right_answers(make, capsys):
+    base, sentiment = _given()
+    passes("ex07_q2", capsys, clean_base=make(base, sentiment), sentiment=sentiment)
+
+
+def _reloaded_inside(base, sentiment):
+    sentiment.base_model.model = load_base_model()   # a fresh load planted inside
+    return sentiment.base_model.model
+
+
+def _made_again(base, sentiment):
+    again = PeftModel.from_pretrained(load_base_model(), shipped_adapter("spanish_sentiment"))
+    return again.unload(), again
+
+
+def _deleted(base, sentiment):
+    sentiment.delete_adapter("default")
+    return sentiment.base_model.model
+
+
+def _lora_model(base, sentiment):
+    sentiment.unload()
+    return sentiment.base_model
+
+
+def _disabled(base, sentiment):
+    with sentiment.disable_adapter():
+        return sentiment
+
+
+WRONG_Q2 = [
+    (lambda b, s: s, "still a PeftModel"),
+    (_disabled, "still a PeftModel"),
+    (lambda b, s: s.base_model.model, "still has 16 LoRA layers .*: they change what it computes"),
+    (lambda b, s: s.get_base_model(), "still has 16 LoRA layers"),
+    (lambda b, s: b, "still has 16 LoRA layers"),   # `base` was changed in place
+    (lambda b, s: s.base_model, "a LoraModel, peft's wrapper"),
+    (_lora_model, "a LoraModel, peft's wrapper"),
+    (_deleted, "16 LoRA layers .*emptied of their adapter but still wrapping"),
+    (lambda b, s: load_base_model(), "not the model underneath `sentiment`: .*not by loading again"),
+    (lambda b, s: copy.deepcopy(s).unload(), "a copy of the model underneath `sentiment`, not that model itself"),
+    (_reloaded_inside, "a base loaded again took its place"),
+    (lambda b, s: s.merge_and_unload(), "merged in, not removed"),
+    (lambda b, s: AlwaysEqual(), "should be a model, not a AlwaysEqual"),
+]
+
+
+@pytest.mark.parametrize(("make", "pattern"), WRONG_Q2)
+def test_ex07_q2_wrong_answers(make, pattern):
+    base, sentiment = _given()
+    fails("ex07_q2", pattern, clean_base=make(base, sentiment), sentiment=sentiment)
+
+
+def test_ex07_q2_sentiment_made_again_fails_and_the_mark_changes_no_output():
+    base, sentiment = _given()
+    assert compare_logits(load_base_model(), sentiment.unload(), load_tokenizer()).max_abs_diff == 0.0
+    base, sentiment = _given()
+    clean_base, again = _made_again(base, sentiment)
+    fails("ex07_q2", "a base loaded again took its place .*made again", clean_base=clean_base, sentiment=again)
+    shutil.rmtree(evidence_root() / "ex07_given_base")
+    fails("ex07_q2", "given cell `ex07_given_base` did not run", clean_base=sentiment.unload(), sentiment=sentiment)
 
 
 @pytest.fixture(scope="module")

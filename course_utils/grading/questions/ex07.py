@@ -20,7 +20,7 @@ from ...learner import learner_seed
 from ...models import load_base_model
 from ...roundtrip import compare_logits, logits_of, sample_batch
 from ...shipped import shipped_adapter
-from ..evidence import Evidence
+from ..evidence import Evidence, type_name
 from .common import Question, Wrong, active, adapter_folder, folder, holds, peft_model, require, same_logits, tokenizer
 from .ex06 import given_snapshot, own_rng, quiet_save, secret_rng
 
@@ -69,13 +69,24 @@ def _saved_weights(path: Path, prefix: str) -> dict:
     return {k.replace(f"base_model.model.{prefix}", "base_model.model.", 1): v for k, v in weights.items()}
 
 
+def _peft_answer(ev: Evidence, name: str):
+    """The PeftModel answer ``name``; one around a model other than the course's fails saying so."""
+    info = ev.model_info(name)
+    if str(info.get("class")).startswith("PeftModel") and info.get("base_class") is None:
+        first = next(iter(info.get("params") or {}), "")
+        where = first.split(".transformer.", 1)[0] if ".transformer." in first else first.rsplit(".", 1)[0]
+        raise Wrong(f"`{name}` is a PeftModel around a model that is not the course's base model (its layers sit "
+                    f"under `{where}`): the check rebuilds the course's model only, so load the adapter onto it.")
+    return peft_model(ev, name)
+
+
 def _q1(ev: Evidence) -> str:
     """Lesson 7, section 1: an adapter saved with renamed module paths, loaded from its folder so that its weights
     are really used (the folder holds the only copy of them)."""
     path = given_snapshot(ev, "ex07_given_renamed", "theirs")
     prefix = renamed_plan(ev.seed)["prefix"]
     expected = _saved_weights(path, prefix)
-    model = peft_model(ev, "repaired")
+    model = _peft_answer(ev, "repaired")
     adapter = active(model, "repaired")
     if not holds(model, adapter, expected):
         untouched = all(not p.any() for n, p in model.named_parameters() if "lora_B" in n)
@@ -91,18 +102,53 @@ def _q1(ev: Evidence) -> str:
     return "the saved weights are in use: " + same_logits(reference, model, "`repaired`")
 
 
-def _q2(ev: Evidence) -> str:
-    """Lesson 7, section 3: the base model underneath ``sentiment``, given back without its LoRA layers."""
+def mark_base(model) -> list[float]:
+    """Exercise 7 Q2, the given cell: a random mark (from ``secrets``) added to the position embedding of the base
+    model under ``model`` at its last position, which the course's short inputs never reach, so it changes no
+    output; a base loaded again lacks it. Returns the marked row (the grader records it with ``record_given``)."""
+    wpe = (model.get_base_model() if isinstance(model, PeftModel) else model).transformer.wpe.weight
+    with secret_rng(), torch.no_grad():
+        wpe[-1] += 1e-3 * torch.randn_like(wpe[-1])
+    return wpe[-1].tolist()
+
+
+def _given_mark(ev: Evidence) -> torch.Tensor:
+    snap = ev.earlier("ex07_given_base")
+    mark = snap.value("mark") if snap is not None and snap.has("mark") else None
+    require(isinstance(mark, list) and mark, "the given cell `ex07_given_base` did not run in this notebook: run the "
+                                             "notebook from its first cell.")
+    return torch.tensor(mark, dtype=torch.float32)
+
+
+def _no_lora_left(ev: Evidence) -> None:
     info = ev.model_info("clean_base")
-    require(info.get("class") not in ("PeftModel", "PeftModelForCausalLM"),
-            "`clean_base` is still a PeftModel: get the model underneath.")
+    kind = str(info.get("class"))
+    require(not kind.startswith("PeftModel"), "`clean_base` is still a PeftModel: get the model underneath.")
+    require(kind != "LoraModel", "`clean_base` is a LoraModel, peft's wrapper around the layers, not the "
+                                 "transformers base model underneath it (lesson 7, section 3).")
     lora = ev.lora_modules("clean_base")
-    require(not lora, f"`clean_base` still has {len(lora)} LoRA layers (e.g. {lora[0] if lora else ''}): "
-                      "they change what it computes.")
-    require(ev.inside("clean_base", "sentiment"), "`clean_base` is not the model underneath `sentiment`: obtain it "
-                                                  "from `sentiment`, not by loading again.")
+    if lora:
+        empty = not any("lora_" in name for name in info.get("params") or {})
+        raise Wrong(f"`clean_base` still has {len(lora)} LoRA layers (e.g. {lora[0]})" + (
+            ", emptied of their adapter but still wrapping the base's layers: the task asks for the plain base "
+            "model, without LoRA wrappers." if empty else ": they change what it computes."))
+
+
+def _q2(ev: Evidence) -> str:
+    """Lesson 7, section 3: the base model underneath ``sentiment`` (the one its given cell marked), given back
+    without its LoRA layers."""
+    _no_lora_left(ev)
+    mark = _given_mark(ev)
     clean_base = ev.value("clean_base")
-    require(isinstance(clean_base, torch.nn.Module), "`clean_base` should be a model.")
+    require(isinstance(clean_base, torch.nn.Module), f"`clean_base` should be a model, not a {type_name(clean_base)}.")
+    row = clean_base.state_dict().get("transformer.wpe.weight")
+    marked = row is not None and row.shape[-1] == mark.shape[0] and torch.equal(row[-1].float(), mark)
+    if not ev.inside("clean_base", "sentiment"):
+        raise Wrong("`clean_base` is a copy of the model underneath `sentiment`, not that model itself: obtain it "
+                    "from `sentiment` (lesson 7, section 3)." if marked else "`clean_base` is not the model "
+                    "underneath `sentiment`: obtain it from `sentiment`, not by loading again.")
+    require(marked, "`clean_base` is not the base model that the given cell's `sentiment` wraps: a base loaded "
+                    "again took its place (or `sentiment` was made again); obtain the one it was given.")
     result = compare_logits(load_base_model(), clean_base, tokenizer())
     require(result.ok, f"`clean_base` computes something else than the base model (max |difference| "
                        f"{result.max_abs_diff:.1e}): the adapter was merged in, not removed.")
