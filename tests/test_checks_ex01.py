@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 from check_assertions import AlwaysEqual, fails, passes
-from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
+from peft import LoraConfig, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
 from safetensors import safe_open
 from safetensors.torch import load_file
 
@@ -76,6 +76,8 @@ Q1_WRONG = {
     "layer 0 only": (lambda: lora(layers_to_transform=[0]), r"3 of the 4 targeted modules carry no LoRA, e.g. "
                                                             r"transformer\.h\.1\.attn\.c_attn.*every transformer block"),
     "rank_pattern": (lambda: lora(rank_pattern={"h.1.attn.c_attn": 4}), r"h\.1\.attn\.c_attn has rank 4.*rank_pattern"),
+    "r right, rank_pattern gives every module another rank": (lambda: lora(rank_pattern={"c_attn": 12}),
+                                                             r"h\.0\.attn\.c_attn has rank 12.*asks for r=16"),
     "alpha_pattern": (lambda: lora(alpha_pattern={"h.2.attn.c_attn": 64}), r"h\.2\.attn\.c_attn scales its update by 4"),
     "lora_alpha=0": (lambda: lora(lora_alpha=0), "scales its update by 0"),
     "another lora_alpha": (lambda: lora(lora_alpha=32), r"scales its update by 2, not lora_alpha / r = 16/16"),
@@ -101,12 +103,15 @@ def test_ex01_q1_right(ex01, capsys):
     passes("ex01_q1", capsys, model=lora())  # random init: also changes the output
     passes("ex01_q1", capsys, model=lora(name="mine", r=np.int64(16)))
     passes("ex01_q1", capsys, model=lora(target_modules=r".*\.attn\.c_attn"))  # a regex naming the same layers
+    # the effective rank counts, as for alpha_pattern: every module gets the task's rank through rank_pattern
+    passes("ex01_q1", capsys, model=lora(r=12, rank_pattern={"c_attn": 16}))
+    passes("ex01_q1", capsys, model=lora(lora_alpha=8, alpha_pattern={"c_attn": 16}))
 
 
 def test_ex01_q1_is_per_learner(monkeypatch, capsys):
     bob = task_for_seed(learner_seed("bob"))
     monkeypatch.setenv("COURSE_LEARNER", "bob")
-    fails("ex01_q1", "asks for r=8", model=lora())  # ci's adapter
+    fails("ex01_q1", "4 of the 4 targeted modules carry no LoRA", model=lora())  # ci's adapter: other targets
     passes("ex01_q1", capsys, model=lora(task=bob))
 
 
@@ -195,6 +200,7 @@ def test_ex01_q3_right(ex01_updated, capsys):
     passes("ex01_q3", capsys, files=sorted(list_files(folder)), folder=folder)
     passes("ex01_q3", capsys, files=tuple(p.name for p in folder.iterdir()), folder=folder)
     passes("ex01_q3", capsys, files={p.relative_to(folder) for p in folder.iterdir()}, folder=folder)
+    passes("ex01_q3", capsys, files=[f"./{n}" for n in list_files(folder)], folder=folder)  # relative, spelled ./
 
 
 Q3_WRONG = {
@@ -265,7 +271,27 @@ def _safetensors_only(path):
     return {"r": rank, "n_tensors": len(table), "n_numbers": sum(math.prod(s) for _, _, s in table)}
 
 
+def _from_config(path):
+    """Rebuilds the adapter from its config and counts that, never opening the weights file."""
+    config = LoraConfig.from_pretrained(str(path))
+    state = get_peft_model_state_dict(get_peft_model(load_base_model(), config))
+    return {"r": config.r, "n_tensors": len(state), "n_numbers": sum(t.numel() for t in state.values())}
+
+
+def _spoils(path):
+    """Reads the right numbers, then deletes the weights file of the folders the check saved."""
+    found = summary(path)
+    if Path(path).name != "ex01_adapter":
+        for p in Path(path).glob("adapter_model.*"):
+            p.unlink()
+    return found
+
+
 Q4_WRONG = {
+    "rebuilt from the config, weights file unread": (lambda: _from_config,
+                                                     r"(lacks tensors|holds an extra tensor).* it says n_tensors=\d+, "
+                                                     r"but the folder holds"),
+    "deletes the weights file": (lambda: _spoils, "changed the folder it was given"),
     "a number": (lambda: 8, "should be a function, not a int"),
     "ci's numbers typed in": (lambda: lambda p: dict(CI_NUMBERS), r"on a safetensors folder it says r=16, but"),
     "safetensors only": (lambda: _safetensors_only,
@@ -285,9 +311,11 @@ Q4_WRONG = {
 
 
 @pytest.mark.parametrize("case", list(Q4_WRONG))
-def test_ex01_q4_wrong(case, ex01):
+def test_ex01_q4_wrong(case, ex01, tmp_path):
     make, message = Q4_WRONG[case]
-    fails("ex01_q4", message, adapter_summary=make(), folder=ex01[1])
+    mine = tmp_path / "ex01_adapter"  # a copy: a wrong function may spoil the folder
+    shutil.copytree(ex01[1], mine)
+    fails("ex01_q4", message, adapter_summary=make(), folder=mine)
 
 
 def test_ex01_q4_numbers_of_ci_fail_for_bob(monkeypatch, tmp_path, capsys):
@@ -327,6 +355,40 @@ def test_ex01_q5_right(q5, capsys):
         as_params = {n.replace(".lora_A.", ".lora_A.default.").replace(".lora_B.", ".lora_B.default.")
                      for n in f.keys() if n in right}  # noqa: SIM118 - safe_open has keys(), no __iter__
     passes("ex01_q5", capsys, changed=as_params, folder=str(folder), model=model)
+    base_names = [n for n, _ in model.get_base_model().named_parameters()  # names inside the base model
+                  if n.replace(".default", "") in {r.removeprefix("base_model.model.") for r in right}]
+    passes("ex01_q5", capsys, changed=base_names, folder=folder, model=model)
+    passes("ex01_q5", capsys, changed=[r.removeprefix("base_model.model.") for r in right], folder=folder, model=model)
+    passes("ex01_q5", capsys, changed=["base_model.model." + r for r in right], folder=folder, model=model)
+
+
+def test_ex01_q5_teammate_did_not_run(ex01, capsys, tmp_path):
+    """A teammate's cell that changed nothing (e.g. the learner's own teammate_update ran) gives no points to []."""
+    model, folder = ex01
+    passes("ex01_q2", capsys, folder=folder, model=model)
+    untouched = tmp_path / "untouched"
+    shutil.copytree(folder, untouched)
+    record_given("ex01_given_teammate", folder=untouched)
+    fails("ex01_q5", "the teammate's update did not run.*run the notebook from Q2", changed=[], folder=untouched,
+          model=model)
+
+
+def _given_cell(grade_id):
+    notebook = json.loads((Path(__file__).parents[1] / "exercises/solutions/01_save_adapter.ipynb").read_text(encoding="utf-8"))
+    return next("".join(c["source"]) for c in notebook["cells"]
+                if c["metadata"].get("nbgrader", {}).get("grade_id") == grade_id)
+
+
+def test_the_teammate_cell_runs_the_course_code_whatever_the_kernel_holds(ex01, tmp_path):
+    """Rebinding teammate_update or record_given in an earlier answer cell changes nothing: the cell imports them."""
+    _, folder = ex01
+    mine = tmp_path / "mine"
+    shutil.copytree(folder, mine)
+    calls = []
+    kernel = {"folder": mine, "teammate_update": lambda path: True,
+              "record_given": lambda *a, **k: calls.append(a)}
+    exec(_given_cell("ex01_given_teammate"), kernel)  # noqa: S102 - the notebook's own locked cell
+    assert calls == [] and any(n.startswith("notes_") for n in list_files(mine))
 
 
 def _saved_over(model, folder, tmp_path):

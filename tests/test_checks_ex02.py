@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import copy
 import json
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -228,6 +230,9 @@ def test_ex02_q2_wrong(case, given, multi):
 def test_ex02_q2_new_or_no_model(given, multi):
     given_multi = multi()
     fails("ex02_q2", "is a new model", multi=reload(given, adapter_name="reloaded"), given=given_multi)
+    wrapped = PeftModel.from_pretrained(given_multi, str(given), adapter_name="reloaded")  # the trap, kept as multi
+    fails("ex02_q2", "`multi` is a PeftModel wrapped around `given_multi`.*changed.*rerun the given cell.*load_adapter",
+          multi=wrapped, given=given_multi)
     fails("ex02_q2", "not a PeftModel", multi=load_base_model(), given=given_multi)
     fails("ex02_q2", "not a PeftModel", multi=AlwaysEqual(), given=given_multi)
 
@@ -266,7 +271,30 @@ def _fresh_config():
     return get_peft_model(load_base_model(), config)
 
 
+def _merged_base():
+    """The spanish adapter on a base with the colleague's adapter merged into it."""
+    colleague = _trained(colleague_config(learner_seed("ci")), 0)
+    return PeftModel.from_pretrained(colleague.merge_and_unload(), str(SPANISH), is_trainable=True)
+
+
+def _scaled_base():
+    base = load_base_model()
+    with torch.no_grad():
+        base.transformer.wte.weight.mul_(1.5)
+    return PeftModel.from_pretrained(base, str(SPANISH), is_trainable=True)
+
+
+def _through_transformers():
+    base = load_base_model()
+    base.load_adapter(str(SPANISH), is_trainable=True)
+    return base
+
+
 Q3_WRONG = {
+    "on a base with another adapter merged in": (_merged_base, "not the course's untouched base model"),
+    "on a base with a scaled weight": (_scaled_base, "not the course's untouched base model"),
+    "transformers' load_adapter (the task asks for a PeftModel)": (_through_transformers,
+                                                                   "a GPT2LMHeadModel, not a PeftModel"),
     "frozen (the default)": (lambda: reload(SPANISH), "0 LoRA parameters require grad"),
     "the base trainable too": (_everything, "base-model parameters require grad"),
     "one LoRA tensor frozen": (_half, "1 of the 32 LoRA tensors are still frozen"),
@@ -304,6 +332,27 @@ def by_disable(saved, candidate):
 def test_ex02_q4_right(capsys):
     passes("ex02_q4", capsys, proves_reload=by_compare)
     passes("ex02_q4", capsys, proves_reload=by_disable)
+    passes("ex02_q4", capsys, proves_reload=raw_forward)
+
+
+def _given_cell(grade_id):
+    notebook = json.loads((Path(__file__).parents[1] / "exercises/solutions/02_reload_adapter.ipynb").read_text(encoding="utf-8"))
+    return next("".join(c["source"]) for c in notebook["cells"]
+                if c["metadata"].get("nbgrader", {}).get("grade_id") == grade_id)
+
+
+def test_the_given_cells_run_the_course_code_whatever_the_kernel_holds(tmp_path, monkeypatch, capsys):
+    """Rebinding colleague_adapter, record_given, get_peft_model... in an earlier cell changes nothing: the locked
+    given cells import what they call."""
+    monkeypatch.chdir(tmp_path)
+    fake = {name: (lambda *a, **k: None) for name in ("colleague_adapter", "record_given", "get_peft_model",
+                                                       "load_base_model", "LoraConfig", "list_files")}
+    kernel = {"LEARNER": "ci", "Path": Path, **fake}
+    exec(_given_cell("ex02_given_adapter"), kernel)  # noqa: S102 - the notebook's own locked cells
+    exec(_given_cell("ex02_given_multi"), kernel)  # noqa: S102
+    assert kernel["reference_logits"] is not None and (tmp_path / "saved" / "ex02_adapter").is_dir()
+    assert isinstance(kernel["given_multi"], PeftModel)
+    assert all(kernel[name] is not fake[name] for name in ("colleague_adapter", "record_given", "get_peft_model"))
 
 
 def _vacuous(saved, candidate):
@@ -318,11 +367,33 @@ def _raises(saved, candidate):
     return candidate.peft_config is not None
 
 
+def _from_frame(saved, candidate):
+    """Reads the probe's case name from the calling frame (the probe keeps none there)."""
+    case = sys._getframe(1).f_locals.get("case")
+    return case in ("a real reload", "a reload through transformers' load_adapter")
+
+
+def _unloads_first(saved, candidate):
+    saved.unload()  # takes the LoRA layers out of saved's base, in place
+    return by_compare(saved, candidate)
+
+
+def _same_config(saved, candidate):
+    """Compares the configs (rank and targets), not what the adapters compute."""
+    mine = saved.peft_config[saved.active_adapter]
+    return any(c.r == mine.r and set(c.target_modules) == set(mine.target_modules)
+               for c in getattr(candidate, "peft_config", {}).values())
+
+
 Q4_WRONG = {
-    "always True": (lambda s, c: True, "wrong on 4 of 6 cases: it returned True on the plain base model"),
-    "always False": (lambda s, c: False, "wrong on 2 of 6 cases: it returned False on a real reload"),
+    "always True": (lambda s, c: True, "wrong on 5 of 8 cases: it returned True on the plain base model"),
+    "always False": (lambda s, c: False, "wrong on 3 of 8 cases: it returned False on a real reload"),
     "a LogitCheck": (lambda s, c: compare_logits(s, c, load_tokenizer()), "returned a LogitCheck, not True or False"),
-    "same logits only": (_vacuous, "wrong on 1 of 6 cases: .*untrained saved adapter.*prove nothing"),
+    "same logits only": (_vacuous, "wrong on 1 of 8 cases: .*untrained saved adapter.*prove nothing"),
+    "the case name read from the caller's frame": (_from_frame, "wrong on 3 of 8 cases: it returned False on a real"),
+    "unloads saved first": (_unloads_first, "False on a real reload"),
+    "same config only": (_same_config, "wrong on 4 of 8 cases: .*True on a fresh, untrained adapter.*True on "
+                                       "another trained.*True on a reload that lost part"),
     "differs from the base only": (_not_base, "True on another trained adapter of the same shape"),
     "by type": (lambda s, c: isinstance(c, type(s)), "True on a fresh, untrained adapter"),
     "peft attributes": (_raises, "it raised AttributeError: .*no attribute 'peft_config' on the plain base"),
@@ -336,6 +407,41 @@ Q4_WRONG = {
 @pytest.mark.parametrize("case", list(Q4_WRONG))
 def test_ex02_q4_wrong(case):
     fails("ex02_q4", Q4_WRONG[case][1], proves_reload=Q4_WRONG[case][0])
+
+
+class _Reversed:
+    def shuffle(self, items):
+        items.reverse()
+
+
+def test_ex02_q4_case_order_is_random(monkeypatch):
+    """Answers keyed on the order the cases come in fail: the order is drawn anew (here: reversed) on every run."""
+    from course_utils.grading.questions import ex02
+    answers = iter([True, True, True, False, False, False, False, False])  # the order CASES lists them in
+    monkeypatch.setattr(ex02.secrets, "SystemRandom", _Reversed)
+    fails("ex02_q4", "wrong on 6 of 8 cases", proves_reload=lambda s, c: next(answers))
+
+
+def test_ex02_q4_a_fresh_saved_per_case(capsys):
+    """Every case gets its own saved model: a function that answers, then damages it, does not spoil the others."""
+    seen = []
+
+    def proves_then_unloads(saved, candidate):
+        seen.append(saved)  # kept alive, so that ids are not reused
+        answer = by_compare(saved, candidate)
+        saved.unload()
+        return answer
+
+    passes("ex02_q4", capsys, proves_reload=proves_then_unloads)
+    assert len({id(s) for s in seen}) == 8
+
+
+def raw_forward(saved, candidate):
+    """Another right way: plain forward passes on a batch of its own."""
+    enc = load_tokenizer()(["hola mundo", "the cat sat"], return_tensors="pt", padding=True)
+    with torch.no_grad():
+        a, c, b = (m(**enc).logits for m in (saved, candidate, load_base_model()))
+    return bool(torch.allclose(a, c, atol=1e-4) and not torch.allclose(a, b, atol=1e-4))
 
 
 def test_ex02_q4_cases_are_per_learner(monkeypatch, capsys):

@@ -2,6 +2,7 @@
 for Q4's function) and the judges of its questions."""
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import re
@@ -9,7 +10,7 @@ import secrets
 import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path, PurePath
+from pathlib import Path, PurePath, PurePosixPath
 
 import torch
 from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
@@ -129,8 +130,8 @@ def _check_layers(model, adapter: str, task: Task) -> int:
     for name in want:
         layer = base.get_submodule(name)
         ranks = {layer.lora_A[adapter].weight.shape[0], layer.lora_B[adapter].weight.shape[1]}
-        require(ranks == {task.r}, f"{name} has rank {max(ranks)}; every module must have r={task.r} "
-                                   "(rank_pattern changes the rank per module).")
+        require(ranks == {task.r}, f"{name} has rank {max(ranks)}; your task (printed by the given cell) asks for "
+                                   f"r={task.r} on every module (r and rank_pattern set the rank per module).")
         scale = layer.scaling[adapter]
         require(abs(scale - task.lora_alpha / task.r) < 1e-9,
                 f"{name} scales its update by {scale:g}, not lora_alpha / r = {task.lora_alpha}/{task.r} "
@@ -146,9 +147,6 @@ def _q1(ev: Evidence) -> str:
     config = model.peft_config[adapter]
     require(config.peft_type.value == "LORA", f"the adapter is {config.peft_type}, not LoRA.")
     require(not config.use_dora, "the adapter uses DoRA (use_dora=True): the task asks for plain LoRA.")
-    rank = whole_number(config.r, "r")
-    require(rank == task.r, f"the adapter has rank r={rank}; your task (printed by the given cell) asks for "
-                            f"r={task.r}.")
     n_modules = _check_layers(model, adapter, task)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     require(trainable and all("lora_" in n for n in trainable),
@@ -173,7 +171,8 @@ def _q2(ev: Evidence) -> str:
 def _q3(ev: Evidence) -> str:
     """Lesson 1: the list of files in the folder (the teammate's notes file included), read from the folder."""
     path = folder(ev, "folder")
-    names = name_list(ev.value("files"), "files")
+    names = [PurePosixPath(n).as_posix() if not Path(n).is_absolute() else str(n)
+             for n in name_list(ev.value("files"), "files")]
     actual = set(list_files(path))
     original = ev.original("folder") or ""
     outside = [n for n in names if Path(n).is_absolute() or (original and n.startswith(original))]
@@ -198,26 +197,67 @@ def _config(task: Task) -> LoraConfig:
     return LoraConfig(r=task.r, lora_alpha=task.lora_alpha, target_modules=list(task.targets))
 
 
+ALTERED = ("a folder whose weights file lacks tensors its config implies",
+           "a folder whose weights file holds an extra tensor")
+
+
+def _alter(path: Path, extra: bool) -> None:
+    """Make the weights file in ``path`` differ from what its config implies (``secrets``-random): some tensors
+    removed, or one more tensor of a random shape. Only reading the file tells."""
+    weights = _weights_path(path)
+    state = weights_of(path)
+    rng = random.Random(secrets.randbits(64))
+    if extra:
+        state[f"base_model.model.extra_{secrets.token_hex(3)}.weight"] = torch.zeros(rng.randint(1, 9),
+                                                                                    rng.randint(1, 99))
+    else:
+        for key in rng.sample(sorted(state), rng.randint(1, len(state) // 2 - 1)):  # some lora_A and B stay
+            del state[key]
+    if weights.name == WEIGHTS_FILE:
+        save_file(state, str(weights), metadata={"format": "pt"})
+    else:
+        torch.save(state, weights)
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(b"".join(p.read_bytes() for p in sorted(path.iterdir()) if p.is_file())).hexdigest()
+
+
+def _counts(path: Path) -> list[int]:
+    """What a right summary of ``path`` says (r from the config; tensors and numbers from the weights file)."""
+    return list(_from_folder(path))
+
+
+def _ask(summary, path: Path):
+    """``summary(path)``, or what it raised; this frame holds nothing about the case but the folder."""
+    try:
+        return summary(path)
+    except Exception as exc:  # noqa: BLE001 - the learner's function failed: that is the evidence
+        return {"raised": one_line(exc)}
+
+
 def _probe_q4(answers: dict) -> dict:
-    """In the learner's kernel: ``adapter_summary`` run on the learner's folder and on folders saved here."""
+    """In the learner's kernel: ``adapter_summary`` run on the learner's folder and on folders saved here (two of
+    them altered at random, whose right answers are read from the files after the call)."""
     summary = answers.get("adapter_summary")
     if not callable(summary):
         return {}
     out = {}
-
-    def run(case, path):
-        try:
-            out[case] = summary(path)
-        except Exception as exc:  # noqa: BLE001 - the learner's function failed: that is the evidence
-            out[case] = {"raised": one_line(exc)}
-
     if isinstance(answers.get("folder"), (str, PurePath)):
-        run("your folder", Path(answers["folder"]))
+        out["your folder"] = _ask(summary, Path(answers["folder"]))
+    cases = [(case, task, safe, None) for case, task, safe in summary_cases(learner_seed())]
+    cases += [(case, task_for_seed(secrets.randbits(32), "q4x"), secrets.randbits(1) == 1, i == 1)
+              for i, case in enumerate(ALTERED)]
     with tempfile.TemporaryDirectory() as tmp:
-        for i, (case, task, safe) in enumerate(summary_cases(learner_seed())):
+        for i, (case, task, safe, extra) in enumerate(cases):
             target = Path(tmp) / f"adapter_{i}"
             get_peft_model(load_base_model(), _config(task)).save_pretrained(target, safe_serialization=safe)
-            run(case, target)
+            if extra is not None:
+                _alter(target, extra)
+            digest = _digest(target)  # tells whether the function changed the folder, not what it holds
+            out[case] = _ask(summary, target)
+            if extra is not None:
+                out[f"{case}: held"] = _counts(target) if _digest(target) == digest else "changed by the function"
     return out
 
 
@@ -259,19 +299,29 @@ def _q4(ev: Evidence) -> str:
                                                     f"{type_name(fn)}.")
     cases = [("your folder", _from_folder(path))]
     cases += [(case, _expected(task)) for case, task, _ in summary_cases(ev.seed)]
+    for case in ALTERED:
+        held = ev.probe(f"{case}: held")
+        require(isinstance(held, list) and len(held) == 3, f"`adapter_summary` changed the folder it was given "
+                                                            f"({case}): it should only read it.")
+        cases.append((case, tuple(held)))
     problems = [p for case, want in cases if (p := _summary_problem(case, ev.probe(case), want))]
     if problems:
         raise Wrong(f"wrong on {len(problems)} of {len(cases)} folders: {problems[0]} (read the config for r and the "
                     "weights file for the tensors, lesson 1 sections 5-7).")
-    return f"right on all {len(cases)} folders, both formats"
+    return f"right on all {len(cases)} folders, both formats, altered weights files included"
 
 
+_PREFIX = "base_model.model."
 _ADAPTER_IN_KEY = r"\.(lora_[AB])\.[^.]+\.weight$"
 
 
 def _file_key(name: str) -> str:
-    """A model parameter name as the weights file spells it (without the adapter's name)."""
-    return re.sub(_ADAPTER_IN_KEY, r".\1.weight", name)
+    """A model parameter name as the weights file spells it (without the adapter's name), less any
+    ``base_model.model.`` prefix: names of ``model``, of ``model.get_base_model()`` and of the file then agree."""
+    name = re.sub(_ADAPTER_IN_KEY, r".\1.weight", str(name))
+    while name.startswith(_PREFIX):
+        name = name[len(_PREFIX):]
+    return name
 
 
 def _baseline(ev: Evidence):
@@ -290,7 +340,7 @@ def _drift(ev: Evidence, model, mine: dict, file_state: dict) -> str:
     notes = []
     try:
         now = peft_model(ev, "model")
-        if not holds(now, active(now, "model"), {_file_key(k): v for k, v in mine.items()}):
+        if not holds(now, active(now, "model"), mine):
             notes.append("`model` no longer holds what you saved in Q2 (loading the file into it overwrites it)")
     except Wrong:
         pass
@@ -304,16 +354,20 @@ def _drift(ev: Evidence, model, mine: dict, file_state: dict) -> str:
 
 def _q5(ev: Evidence) -> str:
     """Lesson 1: which tensors of the teammate's file differ from the model saved in Q2 (a random subset)."""
-    names = {_file_key(n) for n in name_list(ev.value("changed"), "changed")}
+    answer = name_list(ev.value("changed"), "changed")
     model, left = _baseline(ev)
     file_state = weights_of(left)
-    mine = {_file_key(k): v for k, v in get_peft_model_state_dict(model, adapter_name=active(model, "model")).items()}
+    mine = get_peft_model_state_dict(model, adapter_name=active(model, "model"))
+    spelled = {_file_key(k): k for k in file_state}
+    names = {spelled.get(_file_key(n), str(n)) for n in answer}
     require(set(mine) == set(file_state), "the teammate's file and the model you saved in Q2 do not hold the same "
                                           "tensors: save `model` in Q2, then run the teammate's cell.")
     unknown = sorted(names - set(file_state))
     if unknown:
         raise Wrong(f"{len(unknown)} name(s) are not tensors of the weights file, e.g. {unknown[0]!r}.")
     actual = {k for k in file_state if not torch.equal(file_state[k], mine[k].detach().cpu())}
+    require(actual, "the teammate's update did not run (its file holds exactly the model you saved in Q2): run the "
+                    "notebook from Q2.")
     drift = _drift(ev, model, mine, file_state)
     require(not names - actual, f"{len(names - actual)} of your tensors are the same in the teammate's file and in "
                                 f"the model you saved.{drift}")

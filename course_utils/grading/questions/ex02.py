@@ -24,6 +24,7 @@ from ...models import load_base_model
 from ...roundtrip import logits_of, sample_batch
 from ...shipped import shipped_adapter
 from ..evidence import Evidence, EvidenceError, Opaque, type_name
+from ..rebuild import PEFT_CLASSES
 from .common import (
     Question,
     Wrong,
@@ -95,6 +96,10 @@ def _q1(ev: Evidence) -> str:
 def _multi(ev: Evidence):
     """``multi``, rebuilt; a model that cannot be rebuilt had LoRA put into its LoRA layers."""
     try:
+        value = ev.value("multi")
+        if isinstance(value, Opaque) and value.type_name in PEFT_CLASSES:
+            raise Wrong(f"`multi` is a PeftModel wrapped around `given_multi`, which PeftModel.from_pretrained("
+                        f"given_multi, ...) changed (LoRA inside its LoRA layers): {RERUN}.")
         return peft_model(ev, "multi")
     except EvidenceError:
         raise Wrong(f"`given_multi` was changed in a way no load_adapter does (LoRA layers inside its LoRA layers: "
@@ -150,46 +155,92 @@ def _q3(ev: Evidence) -> str:
     require(n_lora == len(lora), f"{len(lora) - n_lora} of the {len(lora)} LoRA tensors are still frozen.")
     n_base = sum(p.requires_grad for _, p in base_params(model))
     require(n_base == 0, f"{n_base} base-model parameters require grad: training would change the base too.")
-    return f"{n_lora} LoRA tensors trainable, base frozen, the shipped weights loaded"
+    require(_course_base(model), "the base model under `trainable` is not the course's untouched base model (its "
+                                 "weights differ: merged or changed): load the adapter onto a fresh base model.")
+    return f"{n_lora} LoRA tensors trainable, base frozen, the shipped weights loaded; " + same_logits(
+        reload(shipped_adapter("spanish_sentiment")), model, "`trainable`")
 
 
-# The cases Q4's function is tried on, and what it must answer for each.
-CASES = {"a real reload": True, "a reload through transformers' load_adapter": True, "the plain base model": False,
-         "a fresh, untrained adapter": False, "another trained adapter of the same shape": False,
-         "an untrained saved adapter and its reload": False}
+def _course_base(model) -> bool:
+    """Whether the base weights of ``model`` are those of a fresh ``load_base_model()``."""
+    mine = {k.removeprefix("base_model.model."): p for k, p in _base_weights(model).items()}
+    course = dict(load_base_model().named_parameters())
+    return set(mine) == set(course) and all(torch.equal(mine[k].detach().float(), course[k].float()) for k in course)
 
 
-def _cases(seed: int) -> dict:
-    """(saved, candidate) for each case of CASES, built by the course from the learner's seed."""
+def _saved_pair(seed: int, make_candidate, untrained: bool = False):
+    """A fresh trained (or untrained) adapter of the learner's Q4 config, and ``make_candidate(path)`` where
+    ``path`` holds it saved."""
     config = colleague_config(seed, "q4")
-    saved = _trained(config, seed)
-    untrained = get_peft_model(load_base_model(), replace(config, init_lora_weights=True))
+    saved = (get_peft_model(load_base_model(), replace(config, init_lora_weights=True)) if untrained
+             else _trained(config, secrets.randbits(31)))
     with tempfile.TemporaryDirectory() as tmp:
-        saved.save_pretrained(Path(tmp) / "saved")
-        untrained.save_pretrained(Path(tmp) / "untrained")
-        plain = load_base_model()
-        plain.load_adapter(str(Path(tmp) / "saved"))
-        return {"a real reload": (saved, reload(Path(tmp) / "saved")),
-                "a reload through transformers' load_adapter": (saved, plain),
-                "the plain base model": (saved, load_base_model()),
-                "a fresh, untrained adapter": (saved, get_peft_model(load_base_model(),
-                                                                     replace(config, init_lora_weights=True))),
-                "another trained adapter of the same shape": (saved, _trained(config, seed + 1)),
-                "an untrained saved adapter and its reload": (untrained, reload(Path(tmp) / "untrained"))}
+        saved.save_pretrained(Path(tmp))
+        return saved, make_candidate(Path(tmp))
+
+
+def _through_transformers(path: Path):
+    plain = load_base_model()
+    plain.load_adapter(str(path))
+    return plain
+
+
+def _part_lost(path: Path):
+    """A real reload whose LoRA B matrices are zero in the first half of the blocks (same config, other logits)."""
+    model = reload(path)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name and any(f".h.{i}." in name for i in range(2)):
+                p.zero_()
+    return model
+
+
+def _second_adapter(seed: int):
+    """A model with two trained adapters, the second active, saved; and the reload of the active one."""
+    config = colleague_config(seed, "q4")
+    saved = _trained(config, secrets.randbits(31))
+    with torch.random.fork_rng():
+        torch.manual_seed(secrets.randbits(31))
+        saved.add_adapter("second", replace(config, init_lora_weights=False))
+    saved.set_adapter("second")
+    with tempfile.TemporaryDirectory() as tmp:
+        saved.save_pretrained(Path(tmp), selected_adapters=["second"])
+        return saved, PeftModel.from_pretrained(load_base_model(), Path(tmp) / "second", adapter_name="second")
+
+
+# The cases Q4's function is tried on: what it must answer, and how the course builds (saved, candidate) for a seed
+# (a fresh pair for every case, with new weights on every run).
+CASES = {
+    "a real reload": (True, lambda seed: _saved_pair(seed, reload)),
+    "a reload through transformers' load_adapter": (True, lambda seed: _saved_pair(seed, _through_transformers)),
+    "a reload of the active one of two adapters": (True, _second_adapter),
+    "the plain base model": (False, lambda seed: _saved_pair(seed, lambda path: load_base_model())),
+    "a fresh, untrained adapter": (False, lambda seed: _saved_pair(seed, lambda path: get_peft_model(
+        load_base_model(), replace(colleague_config(seed, "q4"), init_lora_weights=True)))),
+    "another trained adapter of the same shape": (False, lambda seed: _saved_pair(
+        seed, lambda path: _trained(colleague_config(seed, "q4"), secrets.randbits(31)))),
+    "a reload that lost part of the adapter": (False, lambda seed: _saved_pair(seed, _part_lost)),
+    "an untrained saved adapter and its reload": (False, lambda seed: _saved_pair(seed, reload, untrained=True)),
+}
+
+
+def _ask(proves, saved, candidate):
+    """``proves(saved, candidate)``, or what it raised: this frame holds nothing about the case but the models."""
+    try:
+        return proves(saved, candidate)
+    except Exception as exc:  # noqa: BLE001 - the learner's function failed: that is the evidence
+        return {"raised": one_line(exc)}
 
 
 def _probe_q4(answers: dict) -> dict:
-    """In the learner's kernel: ``proves_reload`` run on each case of CASES, built here from the course's recipes."""
+    """In the learner's kernel: ``proves_reload`` run on each case of CASES, in a new random order every run."""
     proves = answers.get("proves_reload")
     if not callable(proves):
         return {}
-    out = {}
-    for case, (a, b) in _cases(learner_seed()).items():
-        try:
-            out[case] = proves(a, b)
-        except Exception as exc:  # noqa: BLE001 - the learner's function failed: that is the evidence
-            out[case] = {"raised": one_line(exc)}
-    return out
+    order = list(CASES)
+    secrets.SystemRandom().shuffle(order)
+    seed = learner_seed()
+    return dict(zip(order, [_ask(proves, *CASES[case][1](seed)) for case in order]))
 
 
 def _case_problem(case: str, expected: bool, answer) -> str | None:
@@ -212,10 +263,11 @@ def _q4(ev: Evidence) -> str:
     fn = ev.value("proves_reload")
     notebook_type(fn, "proves_reload")
     require(isinstance(fn, Opaque) and fn.function, f"`proves_reload` should be a function, not a {type_name(fn)}.")
-    problems = [p for case, expected in CASES.items() if (p := _case_problem(case, expected, ev.probe(case)))]
+    problems = [p for case, (expected, _) in CASES.items() if (p := _case_problem(case, expected, ev.probe(case)))]
     if problems:
         raise Wrong(f"wrong on {len(problems)} of {len(CASES)} cases: {'; '.join(problems[:3])} (lesson 2, section 3).")
-    return f"right on all {len(CASES)} cases: True for both reloads, False for the base, untrained or other adapters"
+    return (f"right on all {len(CASES)} cases: True for the reloads, False for the base, untrained, partial or other "
+            "adapters")
 
 
 QUESTIONS = (
