@@ -159,7 +159,7 @@ def test_batch_goes_on_and_reports_every_submission(broken_batch):
 def test_edited_and_deleted_checks_are_restored(broken_batch):
     r = broken_batch[1]["01_save_adapter_tampered.ipynb"]
     q = by_id(r)
-    assert not q["ex01_q1"]["passed"] and "rank r=8" in q["ex01_q1"]["feedback"]
+    assert not q["ex01_q1"]["passed"] and "the task does not target" in q["ex01_q1"]["feedback"]  # r=8 on c_attn and c_proj
     assert q["ex01_q2"]["passed"] and q["ex01_q3"]["passed"]
     assert not q["ex01_q4"]["passed"] and "SyntaxError" in q["ex01_q4"]["feedback"]
     assert q["ex01_q5"]["passed"]  # untouched: still earns its points
@@ -232,7 +232,7 @@ def _q(results, name):
     ("01_fake_module.ipynb", "no evidence was saved"),
     ("01_patched_import.ipynb", "no evidence was saved"),
     ("01_spec_loaded.ipynb", "no evidence was saved"),
-    ("01_patched_torch.ipynb", "rank r=8"),
+    ("01_patched_torch.ipynb", "has rank 8"),
     ("01_lying_model.ipynb", "is a Liar, not a PeftModel"),
     ("01_forged_evidence.ipynb", "could not use the evidence: a model's layers do not match"),
     ("01_evidence_links.ipynb", "no evidence was saved"),
