@@ -27,3 +27,16 @@ def test_every_lesson_and_its_exercise_is_linked():
 def test_times_match_the_readme_syllabus():
     mine, readme = _rows(START.read_text()), _rows((ROOT / "README.md").read_text())
     assert {nb: row[-1] for nb, row in mine.items()} == {nb: row[-1] for nb, row in readme.items()}
+
+
+def test_what_the_steps_say_to_click_is_a_link_text_of_the_page():
+    text = START.read_text()
+    links = set(re.findall(r"\[([^\]]+)\]\(", text))
+    to_click = re.findall(r"click the first lesson, \*\*([^*]+)\*\*", " ".join(text.split()))
+    assert to_click and all(name in links for name in to_click), (to_click, links)
+
+
+def test_no_glyph_the_lab_fonts_lack_in_the_course_texts():
+    """🤗 showed as an empty box in JupyterLab in Chromium (no emoji font in the course's images)."""
+    texts = [START, ROOT / "README.md", *(ROOT / "notebooks").glob("*.ipynb"), *(ROOT / "exercises").glob("*.ipynb")]
+    assert [p.name for p in texts if "🤗" in p.read_text(encoding="utf-8")] == []

@@ -110,6 +110,10 @@ def test_landing_page(landing_server, page):
         lessons = sorted(p.name for p in (REPO / "notebooks").glob("0*.ipynb"))
         linked = sorted(m.group(1) for x in links if (m := re.search(r"/files/notebooks/(0[^/?]+\.ipynb)", x)))
         assert linked == lessons, f"the start page links {linked}"
+        step = page.locator(".jp-RenderedMarkdown ol li").first.inner_text()
+        named = re.search(r"click the first lesson, (.+?):", " ".join(step.split()))
+        assert named and page.locator(".jp-RenderedMarkdown table a", has_text=named.group(1)).count() == 1, (
+            f"the first step says {step!r}, which names no link of the table")
 
         names = page.locator(".jp-DirListing-itemText").evaluate_all(
             "els => els.map(e => [e.innerText, e.scrollWidth <= e.clientWidth])")
