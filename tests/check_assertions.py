@@ -28,3 +28,14 @@ class AlwaysEqual:
         return True
 
     __hash__ = object.__hash__
+
+
+def scaled_lora_b(model, factor: float):
+    """A wrong answer: ``model`` with every LoRA B matrix multiplied by ``factor`` (in place; returns it)."""
+    import torch
+
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.mul_(factor)
+    return model
