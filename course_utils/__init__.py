@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from .training import train_demo_adapter
     from .versions import check_versions, versions_summary
     from .widgets import adapter_playground, playground_reply
+    from .your_turn import your_turn
 
 # name -> module that defines it
 _EXPORTS = {
@@ -90,6 +91,7 @@ _EXPORTS = {
     "ner_prompt": "tasks",
     "sentiment_prompt": "tasks",
     "library_messages": "library_messages",
+    "your_turn": "your_turn",
 }
 
 __all__ = [
@@ -137,6 +139,7 @@ __all__ = [
     "tensor_table",
     "train_demo_adapter",
     "versions_summary",
+    "your_turn",
 ]
 
 
