@@ -26,7 +26,8 @@ def _same(answer: Any, expected: Any) -> bool:
     if isinstance(answer, (int, float)) and isinstance(expected, (int, float)):
         return math.isclose(answer, expected, rel_tol=1e-6, abs_tol=1e-12)
     if type(answer).__module__.startswith("torch") and type(expected).__module__.startswith("torch"):
-        import torch  # only reached with tensors: the module stays importable without loading torch
+        # only reached with tensors, so this module imports without loading torch
+        import torch
 
         return answer.shape == expected.shape and bool(torch.equal(answer, expected))
     if isinstance(answer, (list, tuple, set, frozenset)) and isinstance(expected, (list, tuple, set, frozenset)):
