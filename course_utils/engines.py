@@ -53,8 +53,8 @@ class Adapter:
 
 @dataclass
 class EngineReport:
-    """The result of ``check_engine``: ``findings`` (one line each), ``notes`` (rules it could not apply) and
-    the ids of the rules ``checked``."""
+    """The result of ``check_engine``: ``findings`` (one line each), the ids of the rules ``checked`` and of those
+    ``failed``, and ``notes`` (rules it could not apply)."""
 
     folder: str
     label: str
@@ -62,6 +62,7 @@ class EngineReport:
     findings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     checked: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -219,6 +220,7 @@ def apply_rules(adapter: Adapter, entry: dict, report: EngineReport, skip: tuple
             continue
         report.checked.append(rule["id"])
         if result:
+            report.failed.append(rule["id"])
             report.findings.append(f"{result} (source: {rule['source']}; holds for {entry['label']} {rule['version']})")
     return report
 

@@ -24,6 +24,9 @@ import re
 import sys
 from pathlib import Path
 
+import gguf
+from safetensors.torch import load_file
+
 from .adapter_format import WEIGHTS_FILE, split_lora_key
 from .engines import EngineInputError, EngineReport, apply_rules, engine_rules, read_adapter
 
@@ -51,8 +54,6 @@ def _refuse_config(adapter) -> None:
 
 def _factors(folder: Path) -> dict[str, dict[str, object]]:
     """``{module path: {"A": array, "B": array}}`` in float32, from the safetensors file."""
-    from safetensors.torch import load_file
-
     pairs: dict[str, dict[str, object]] = {}
     for key, tensor in load_file(folder / WEIGHTS_FILE).items():
         parts = split_lora_key(key)
@@ -68,8 +69,6 @@ def _factors(folder: Path) -> dict[str, dict[str, object]]:
 
 def gguf_names(modules) -> dict[str, str]:
     """``{module path: GGUF base tensor name}`` for GPT-2 (``transformer.h.0.attn.c_attn`` -> ``blk.0.attn_qkv.weight``)."""
-    import gguf
-
     layers = [int(m) for name in modules for m in re.findall(r"\.(\d+)\.", f".{name}.")]
     name_map = gguf.get_tensor_name_map(gguf.MODEL_ARCH.GPT2, max(layers, default=0) + 1)
     names = {}
@@ -83,8 +82,6 @@ def gguf_names(modules) -> dict[str, str]:
 
 
 def _write(path: Path, alpha: float, tensors: list[tuple[str, object]]) -> None:
-    import gguf
-
     writer = gguf.GGUFWriter(path, gguf.MODEL_ARCH_NAMES[gguf.MODEL_ARCH.GPT2])
     writer.add_type(gguf.GGUFType.ADAPTER)
     writer.add_string(gguf.Keys.Adapter.TYPE, "lora")
