@@ -13,6 +13,7 @@ TOP_LEVEL = {
     ".ci",          # CI's entry point
     "scripts",      # setup steps the Makefile runs
     "benchmarks",   # `make bench` results the lessons show
+    "config",       # Jupyter configuration the Makefile's lab targets read
 }
 
 
