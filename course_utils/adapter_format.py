@@ -22,6 +22,12 @@ MAX_HEADER_BYTES = 100 * 1024 * 1024
 LORA_KEY = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?:embedding_)?(?P<ab>[AB])(?:\.[^.]+)?(?:\.weight)?$")
 
 
+def split_lora_key(key: str) -> tuple[str, str] | None:
+    """``(module path, "A" or "B")`` for a LoRA tensor key, else ``None``."""
+    m = LORA_KEY.match(key)
+    return (m["module"], m["ab"]) if m else None
+
+
 def matches_target(module: str, targets) -> bool:
     """Whether ``target_modules`` selects ``module``, by peft's rule.
 

@@ -20,7 +20,6 @@ from .adapter_format import CONFIG_FILE, WEIGHTS_FILE, read_safetensors_header, 
 from .assets import SHIPPED_BASE_ID, course_model
 
 LIMITS_FILE = Path(__file__).resolve().parent / "data" / "engine_limits.json"
-ENGINES = ("vllm", "llama.cpp", "tgi")
 SAFETENSORS_DTYPES = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": "float64"}
 
 

@@ -12,8 +12,14 @@ import torch
 from peft import LoraConfig, get_peft_model
 
 from course_utils import load_base_model
-from course_utils.engines import ENGINES, EngineInputError, check_engine, load_limits, read_adapter, run_engine_check
+from course_utils.engines import EngineInputError, check_engine, load_limits, read_adapter, run_engine_check
 from course_utils.gguf_export import export_gguf
+
+ENGINES = ("vllm", "llama.cpp", "tgi")  # the engines `diagnose --for` knows, as the limits file lists them
+
+
+def test_the_limits_file_lists_exactly_these_engines():
+    assert sorted(load_limits()) == sorted(ENGINES)
 
 TARGETS = ["c_attn", "c_proj", "c_fc"]
 CASES = {
