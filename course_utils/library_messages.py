@@ -1,8 +1,13 @@
 """Showing the warnings a library call gives, as stable text in the notebook's output.
 
-Defined in lesson 6 (``library_messages``). ``setup_notebook`` quiets transformers and peft so that lessons are
-readable; the problems of lessons 6 and 7 are *announced* by warnings, so this context manager turns them back on
-for one block and prints each one, as the library wrote it, without colour codes or this machine's folder names.
+Defined in lesson 6 (``library_messages``); lessons 6 to 9 use it. The problems of those lessons are *announced*
+by warnings, so this context manager collects the warnings of one block and prints each one, as the library wrote
+it, without colour codes or this machine's folder names.
+
+transformers logs a LOAD REPORT table (logger ``transformers.modeling_utils`` or ``transformers.integrations.peft``,
+level WARNING, through transformers' own stderr handler) on every load that leaves weights missing or mismatched.
+Lesson 7 (``shorten_repeated_reports``) shows each report in full the first time and a repeat of the same report
+as one line that names it and says how many lines it has (``RepeatedReports``): nothing is dropped silently.
 """
 from __future__ import annotations
 
@@ -13,10 +18,61 @@ import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
+from transformers.utils import logging as transformers_logging
+
 from .lesson_setup import NOISY_WARNINGS
 
 ANSI = re.compile(r"\x1b?\[[0-9;]*m")
 LOGGERS = ("transformers", "peft")
+
+
+REPORT = re.compile(r"^\w+ LOAD REPORT from: .*$", re.M)
+
+
+class RepeatedReports(logging.Filter):
+    """Remembers each LOAD REPORT shown in full; a later identical one becomes one line naming it (per kernel).
+
+    As a filter on a log handler it rewrites the record of a repeated report; ``shorten`` does the same on text.
+    Every other message passes unchanged."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def shorten(self, text: str) -> str:
+        """``text`` as it is, or, for a LOAD REPORT already shown, its first line and its number of lines."""
+        report = clean(text)
+        first = REPORT.match(report)
+        if not first:
+            return text
+        if report not in self.seen:
+            self.seen.add(report)
+            return text
+        return f"{first.group(0)} (the same {len(report.splitlines())}-line report as above, not repeated)"
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if "LOAD REPORT" in text and not getattr(record, "report_checked", False):
+            record.report_checked = True
+            short = self.shorten(text)
+            if short != text:
+                record.msg, record.args = short, ()
+        return True
+
+
+REPORTS = RepeatedReports()  # this kernel's memory of the reports shown; library_messages uses it too
+
+
+def shorten_repeated_reports(reports: RepeatedReports = REPORTS) -> None:
+    """Let transformers' own log handler print a LOAD REPORT shown before as one line (see ``RepeatedReports``).
+
+    Lesson 7 calls it once, in its setup cell; calling it again adds nothing. Only repeats change."""
+    handlers = transformers_logging.get_logger("transformers").handlers
+    if not handlers:
+        raise RuntimeError("transformers has no log handler to filter: was transformers.logging reconfigured?")
+    for handler in handlers:
+        if reports not in handler.filters:
+            handler.addFilter(reports)
 
 
 class _Collect(logging.Handler):
@@ -41,8 +97,9 @@ def library_messages(max_lines: int = 12, unhide: tuple[str, ...] = (), max_char
     """Run the block with Python warnings and transformers/peft log warnings on, then print each one.
 
     Every message is printed once, as ``Category: text`` (at most ``max_lines`` lines of ``max_chars`` each). Prints
-    ``(no warnings)`` when there were none, so a fix is visibly silent. The messages ``setup_notebook``
-    hides as noise stay hidden, except those containing one of the ``unhide`` strings.
+    ``(no warnings)`` when there were none, so a fix is visibly silent. The messages of ``NOISY_WARNINGS`` (those the
+    command-line tools hide) stay hidden, except those containing one of the ``unhide`` strings. A LOAD REPORT already
+    shown in this kernel is printed as one line (``REPORTS``).
     """
     hidden = [p for p in NOISY_WARNINGS if not any(u in p for u in unhide)]
     handler = _Collect(hidden)
@@ -74,7 +131,7 @@ def _cut(line: str, max_chars: int) -> str:
 def _print(caught, records, max_lines: int, max_chars: int) -> None:
     """Each message once, even when the block raised (a library often logs the details, then raises)."""
     shown = [f"{w.category.__name__}: {w.message}" for w in caught]
-    shown += [f"{r.name} {r.levelname}: {r.getMessage()}" for r in records]
+    shown += [f"{r.name} {r.levelname}: {REPORTS.shorten(r.getMessage())}" for r in records]
     seen = []
     for text in map(clean, shown):
         if text not in seen:
