@@ -3,76 +3,19 @@
 Defined in lesson 6 (``library_messages``); lessons 6 to 9 use it. The problems of those lessons are *announced*
 by warnings, so this context manager collects the warnings of one block and prints each one, as the library wrote
 it, without colour codes or this machine's folder names.
-
-transformers logs a LOAD REPORT table (logger ``transformers.modeling_utils`` or ``transformers.integrations.peft``,
-level WARNING, through transformers' own stderr handler) on every load that leaves weights missing or mismatched.
-Lesson 7 (``shorten_repeated_reports``) shows each report in full the first time and a repeat of the same report
-as one line that names it and says how many lines it has (``RepeatedReports``): nothing is dropped silently.
+A LOAD REPORT that transformers logged before in this kernel is printed as one line (``load_reports``).
 """
 from __future__ import annotations
 
 import logging
-import os
 import re
 import warnings
 from contextlib import contextmanager
-from pathlib import Path
-
-from transformers.utils import logging as transformers_logging
 
 from .lesson_setup import NOISY_WARNINGS
+from .load_reports import REPORTS, clean
 
-ANSI = re.compile(r"\x1b?\[[0-9;]*m")
 LOGGERS = ("transformers", "peft")
-
-
-REPORT = re.compile(r"^\w+ LOAD REPORT from: .*$", re.M)
-
-
-class RepeatedReports(logging.Filter):
-    """Remembers each LOAD REPORT shown in full; a later identical one becomes one line naming it (per kernel).
-
-    As a filter on a log handler it rewrites the record of a repeated report; ``shorten`` does the same on text.
-    Every other message passes unchanged."""
-
-    def __init__(self):
-        super().__init__()
-        self.seen: set[str] = set()
-
-    def shorten(self, text: str) -> str:
-        """``text`` as it is, or, for a LOAD REPORT already shown, its first line and its number of lines."""
-        report = clean(text)
-        first = REPORT.match(report)
-        if not first:
-            return text
-        if report not in self.seen:
-            self.seen.add(report)
-            return text
-        return f"{first.group(0)} (the same {len(report.splitlines())}-line report as above, not repeated)"
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        text = record.getMessage()
-        if "LOAD REPORT" in text and not getattr(record, "report_checked", False):
-            record.report_checked = True
-            short = self.shorten(text)
-            if short != text:
-                record.msg, record.args = short, ()
-        return True
-
-
-REPORTS = RepeatedReports()  # this kernel's memory of the reports shown; library_messages uses it too
-
-
-def shorten_repeated_reports(reports: RepeatedReports = REPORTS) -> None:
-    """Let transformers' own log handler print a LOAD REPORT shown before as one line (see ``RepeatedReports``).
-
-    Lesson 7 calls it once, in its setup cell; calling it again adds nothing. Only repeats change."""
-    handlers = transformers_logging.get_logger("transformers").handlers
-    if not handlers:
-        raise RuntimeError("transformers has no log handler to filter: was transformers.logging reconfigured?")
-    for handler in handlers:
-        if reports not in handler.filters:
-            handler.addFilter(reports)
 
 
 class _Collect(logging.Handler):
@@ -84,12 +27,6 @@ class _Collect(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         if not any(re.match(pattern, record.getMessage(), re.DOTALL) for pattern in self.hidden):
             self.records.append(record)
-
-
-def clean(text: str, root: str | Path | None = None) -> str:
-    """``text`` without terminal colour codes, with paths under ``root`` (default: the working folder) relative."""
-    root = str(Path(root if root is not None else os.getcwd()).resolve())
-    return ANSI.sub("", str(text)).replace(root + os.sep, "").replace(root, ".").rstrip()
 
 
 @contextmanager

@@ -1,9 +1,11 @@
 """course_utils.library_messages: the warnings of a block, printed once each, stable across machines."""
+import importlib
 import logging
 import os
 import warnings
 
-from course_utils.library_messages import RepeatedReports, clean, library_messages, shorten_repeated_reports
+from course_utils.library_messages import clean, library_messages
+from course_utils.load_reports import RepeatedReports, shorten_repeated_reports
 
 
 def test_python_warnings_and_library_logs_are_printed_once_each(capsys):
@@ -105,8 +107,7 @@ def test_the_handler_filter_prints_the_first_report_in_full_then_one_line(capsys
 
 
 def test_library_messages_shortens_a_report_shown_before(capsys, monkeypatch):
-    from course_utils import library_messages as module
-
+    module = importlib.import_module("course_utils.library_messages")  # the module, not the function of that name
     monkeypatch.setattr(module, "REPORTS", RepeatedReports())
     for _ in range(2):
         with library_messages(max_lines=20):
