@@ -65,7 +65,7 @@ REPORTS = RepeatedReports()  # this kernel's memory of the reports shown; librar
 def shorten_repeated_reports(reports: RepeatedReports = REPORTS) -> None:
     """Let transformers' own log handler print a LOAD REPORT shown before as one line (see ``RepeatedReports``).
 
-    Lesson 7 calls it once, in its setup cell; calling it again adds nothing. Only repeats change."""
+    Lessons 7 and 9 call it once, in their setup cells; calling it again adds nothing. Only repeats change."""
     handlers = transformers_logging.get_logger("transformers").handlers
     if not handlers:
         raise RuntimeError("transformers has no log handler to filter: was transformers.logging reconfigured?")

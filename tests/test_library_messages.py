@@ -1,8 +1,11 @@
-"""course_utils.library_messages: the warnings of a block, printed once each, stable across machines."""
+"""course_utils.library_messages and load_reports: the warnings of a block, printed once each, stable across machines;
+a LOAD REPORT in full once, then one line per repeat."""
 import importlib
 import logging
 import os
 import warnings
+
+import pytest
 
 from course_utils.library_messages import clean, library_messages
 from course_utils.load_reports import RepeatedReports, shorten_repeated_reports
@@ -128,3 +131,9 @@ def test_shorten_repeated_reports_filters_transformers_handler_once():
     finally:
         for h in handlers:
             h.removeFilter(reports)
+
+
+def test_shorten_repeated_reports_without_a_transformers_handler_is_one_clear_error(monkeypatch):
+    monkeypatch.setattr(logging.getLogger("transformers"), "handlers", [])
+    with pytest.raises(RuntimeError, match="transformers has no log handler to filter"):
+        shorten_repeated_reports(RepeatedReports())
