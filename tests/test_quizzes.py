@@ -57,8 +57,8 @@ def test_markdown_is_escaped():
 
 
 def test_unknown_id_is_one_clear_error():
-    with pytest.raises(ValueError, match="No quiz 'l09_q1'.*l01_q1"):
-        load_quiz("l09_q1")
+    with pytest.raises(ValueError, match="No quiz 'l99_q1'.*l01_q1"):
+        load_quiz("l99_q1")
 
 
 def test_every_stored_quiz_is_valid_and_used_once():
