@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("doctor", help="check the environment and every adapter load path")
     p.add_argument("--quiet", action="store_true", help="print only problems and the verdict")
     p.set_defaults(func=_doctor)
-    p = sub.add_parser("build-assets", help="rebuild the shipped tiny model, tokenizer and adapters")
+    p = sub.add_parser("build-assets", help="rebuild the shipped tiny models (GPT-2, Llama), tokenizer and adapters")
     p.add_argument("--dest", help="write here instead of the package's assets folder")
     p.set_defaults(func=_build_assets)
     p = sub.add_parser("execute", help="re-execute notebooks in place and store their outputs")

@@ -32,6 +32,7 @@ def installed(tmp_path_factory):
     names = zipfile.ZipFile(wheel).namelist()
     assert "course_utils/data/bench_results.json" in names
     assert any(n.startswith("course_utils/assets/tiny-gpt2/") for n in names)
+    assert any(n.startswith("course_utils/assets/tiny-llama/") for n in names)
     assert "course_utils/grading/grader.py" in names and "course_utils/maintenance/bench.py" in names
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target),
                     str(wheel)], check=True, capture_output=True)

@@ -28,6 +28,9 @@ tensor_table
 versions_summary
 your_turn
 
+# Called from the setup cells of lessons 7 and 9 (course_utils.load_reports, not a lazy export).
+shorten_repeated_reports
+
 # Called from the exercises' given cells.
 adapter_task
 broken_copy
