@@ -1,5 +1,6 @@
 """scripts/lab_settings.py: the settings and workspace `make lab` opens with, installed without clobbering."""
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -107,3 +108,28 @@ def test_the_file_browser_is_narrow_and_code_wraps():
     left, main, right = ls.WORKSPACE_DATA["layout-restorer:data"]["relativeSizes"]
     assert left <= 0.2 and main >= 0.8 and right == 0
     assert ls.COURSE_SETTINGS["@jupyterlab/notebook-extension:tracker"]["codeCellConfig"]["lineWrap"] is True
+
+
+ROOT = Path(__file__).resolve().parents[1]
+LEARNER = ROOT / "config" / "learner-lab"
+
+
+def _make_lab_line(target: str) -> str:
+    dry = subprocess.run(["make", "-n", target, "VENV=/nonexistent-venv"], cwd=ROOT, capture_output=True, text=True)
+    return next(line for line in dry.stdout.splitlines() if "/jupyter lab " in line)
+
+
+def test_learners_lab_reads_the_config_that_hides_nbgrader_and_the_instructors_does_not():
+    assert f'JUPYTER_CONFIG_PATH="{LEARNER}"' in _make_lab_line("lab")
+    assert "JUPYTER_CONFIG_PATH" not in _make_lab_line("lab-instructor")
+    assert _make_lab_line("lab").split("/jupyter lab ")[1] == _make_lab_line("lab-instructor").split("/jupyter lab ")[1]
+
+
+def test_learner_config_turns_off_every_nbgrader_extension_setup_installs():
+    """Every nbgrader server extension the venv enables is off for learners, and so is its lab extension."""
+    enabled = json.loads((Path(sys.prefix) / "etc" / "jupyter" / "jupyter_server_config.d" / "nbgrader.json").read_text())
+    off = json.loads((LEARNER / "jupyter_server_config.json").read_text())["ServerApp"]["jpserver_extensions"]
+    assert set(enabled["ServerApp"]["jpserver_extensions"]) == set(off) and not any(off.values())
+    pages = json.loads((LEARNER / "labconfig" / "page_config.json").read_text())
+    assert pages == {"disabledExtensions": {"@jupyter/nbgrader": True}}
+    assert (Path(sys.prefix) / "share" / "jupyter" / "labextensions" / "@jupyter" / "nbgrader" / "package.json").exists()
