@@ -68,14 +68,15 @@ def words_line(text: str, prompt_format: str) -> str:
     unknown = unknown_words(text, prompt_format)
     if not unknown:
         return "Every word is from the training lists."
-    return (f"Not in the training lists: {', '.join(unknown)}. The adapters never saw these words, "
-            "so expect a wrong answer.")
+    them = "them" if len(unknown) > 1 else "it"
+    return (f"Not in the training lists: {', '.join(unknown)}. The {TRAINED_ON[prompt_format]} adapter never saw "
+            f"{them}, so expect a wrong answer.")
 
 
 def _known_html(prompt_format: str) -> str:
     lists = known_words(prompt_format)
     rows = "; ".join(f"<b>{html.escape(kind)}</b>: {html.escape(', '.join(words))}" for kind, words in lists.items())
-    return f"<small>The adapters know only these words. {rows}</small>" if rows else ""
+    return f"<small>The {TRAINED_ON[prompt_format]} adapter was trained on these words only. {rows}</small>" if rows else ""
 
 
 def playground_reply(model, tokenizer, text: str, adapter: str, prompt_format: str = "NER (Sentence:)",
