@@ -1,9 +1,10 @@
 """A throw-away JupyterLab server for the browser tests.
 
 It serves a temporary copy of the course's folders, keeps every Jupyter folder (config, runtime, data,
-settings, workspaces) in a temporary directory, turns off the news/update prompts and cell windowing
-(or, for the landing-page test, uses ``make lab``'s own arguments and the venv's settings instead),
-and runs in its own process group so that the server and all of its kernels can be ended together.
+settings, workspaces) in a temporary directory, starts with ``make lab``'s environment and arguments
+(``make_lab_command``; conftest.py adds the course's settings and workspace) and the tests' user settings
+(no cell windowing, cell timings, no autosave), and runs in its own process group so that the server and
+all of its kernels can be ended together.
 """
 from __future__ import annotations
 
