@@ -76,7 +76,11 @@ def words_line(text: str, prompt_format: str) -> str:
 def _known_html(prompt_format: str) -> str:
     lists = known_words(prompt_format)
     rows = "; ".join(f"<b>{html.escape(kind)}</b>: {html.escape(', '.join(words))}" for kind, words in lists.items())
-    return f"<small>The {TRAINED_ON[prompt_format]} adapter was trained on these words only. {rows}</small>" if rows else ""
+    if not rows:
+        return ""
+    # ipywidgets gives HTML a control's line height (28 px): a paragraph of names reads better at 1.5 lines
+    return (f'<div style="line-height: 1.5"><small>The {TRAINED_ON[prompt_format]} adapter was trained on these '
+            f"words only. {rows}</small></div>")
 
 
 def playground_reply(model, tokenizer, text: str, adapter: str, prompt_format: str = "NER (Sentence:)",
