@@ -19,7 +19,7 @@ help:
 	@echo "make test            set up .venv (first run only) and run every test and notebook check"
 	@echo "make outputs         re-execute every notebook and store its outputs"
 	@echo "make doctor          check versions, device and every adapter load path"
-	@echo "make assets          rebuild the shipped tiny model and adapters (a few minutes)"
+	@echo "make assets          rebuild the shipped tiny models (GPT-2, Llama) and adapters (a few minutes)"
 	@echo "make check-notebooks strict nbval on every lesson, solution and student copy, in parallel"
 	@echo "make lint            ruff, deptry and vulture (make test runs it)"
 	@echo "make bench           adapter vs full-model size, save/load/switch time and memory -> benchmarks/"
