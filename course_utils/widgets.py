@@ -11,7 +11,7 @@ import ipywidgets as w
 
 from .generation import complete
 from .messages import one_line
-from .tasks import _ES_NEG, _ES_POS, _ES_SUBJECTS, _ES_TAILS, _LOC, _NER_TEMPLATES, _ORG, _PER, ner_prompt, sentiment_prompt
+from .tasks import ner_prompt, sentiment_prompt, task_words, template_texts
 
 BASE = "base"
 # Prompt formats the learner can pick: the shipped adapters were trained on the first two.
@@ -24,11 +24,8 @@ PROMPT_FORMATS = {
 TRAINED_ON = {"sentiment (Reseña:)": "spanish_sentiment", "NER (Sentence:)": "english_ner"}
 # The adapters saw only sentences built from the word lists in course_utils/tasks.py: these are the lists
 # the panel shows for each prompt format (the template words are known too, but not listed).
-KNOWN_WORDS = {
-    "NER (Sentence:)": {"people": _PER, "places": _LOC, "organisations": _ORG},
-    "sentiment (Reseña:)": {"subjects": _ES_SUBJECTS, "positive": _ES_POS, "negative": _ES_NEG},
-}
-_TEMPLATE_TEXT = {"NER (Sentence:)": _NER_TEMPLATES, "sentiment (Reseña:)": _ES_TAILS}
+KNOWN_WORDS = {fmt: task_words(task) for fmt, task in TRAINED_ON.items()}
+_TEMPLATE_TEXT = {fmt: template_texts(task) for fmt, task in TRAINED_ON.items()}
 _WORD = re.compile(r"[^\W\d_]+")
 EMPTY_REPLY = ("(empty: the continuation starts with a line break or the end-of-text token, and only its first "
                "line is shown. The base model often stops at once on a prompt it was not fine-tuned for.)")
