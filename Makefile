@@ -20,7 +20,7 @@ help:
 	@echo "make doctor          check versions, device and every adapter load path"
 	@echo "make assets          rebuild the shipped tiny model and adapters (a few minutes)"
 	@echo "make check-notebooks strict nbval on every lesson, solution and student copy, in parallel"
-	@echo "make lint            ruff check (make test runs it)"
+	@echo "make lint            ruff, deptry and vulture (make test runs it)"
 	@echo "make bench           adapter vs full-model size, save/load/switch time and memory -> benchmarks/"
 
 setup:
@@ -41,8 +41,11 @@ test: setup lint
 	$(PY) -m pytest -n 2 --dist loadfile tests
 	$(MAKE) --no-print-directory check-notebooks
 
+# ruff: style, bugs, complexity. deptry: every import is declared in pyproject.toml. vulture: no dead code.
 lint: setup
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/deptry .
+	$(VENV)/bin/vulture
 
 # Strict nbval, one notebook per xdist worker at a time (a notebook's cells share one kernel). `make bench`
 # reports how this command's wall time compares with the floor N x t / c (N notebooks, t a bare

@@ -25,11 +25,6 @@ def as_model(model_or_config):
         return AutoModelForCausalLM.from_config(model_or_config)
 
 
-def parameter_count(model_or_config) -> int:
-    """Number of parameters, each shared (tied) tensor counted once, as ``model.parameters()`` does."""
-    return sum(p.numel() for p in as_model(model_or_config).parameters())
-
-
 def full_model_bytes(model_or_config) -> int:
     """Bytes of all parameters: numel x element size of each, tied tensors once (what a checkpoint stores)."""
     return sum(p.numel() * p.element_size() for p in as_model(model_or_config).parameters())
@@ -64,12 +59,6 @@ def lora_parameter_count(model_or_config, r: int, targets) -> int:
 def adapter_bytes(model_or_config, r: int, targets, dtype: torch.dtype = torch.float32) -> int:
     """Bytes of the LoRA weights (the data part of ``adapter_model.safetensors``) in ``dtype``."""
     return lora_parameter_count(model_or_config, r, targets) * torch.empty((), dtype=dtype).element_size()
-
-
-def storage_ratio(model_or_config, r: int, targets) -> float:
-    """How many adapters fit in the bytes of one full model."""
-    model = as_model(model_or_config)
-    return full_model_bytes(model) / adapter_bytes(model, r, targets)
 
 
 def describe_sizes(model_or_config, r: int, targets) -> str:
