@@ -73,7 +73,7 @@ def demo_batches(tokenizer, steps: int, seed: int = 0, batch_size: int = 16, tas
 
 
 def train_loop(model, batches, lr=5e-3):
-    """Train the parameters that require grad on each batch, with AdamW; return each batch's loss."""
+    """Train the parameters that require grad on each batch, with AdamW; return each batch's loss. Shown in lesson 1."""
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
     model.train()
