@@ -11,6 +11,10 @@ that look like a library message are found:
 The markdown cell just before or just after that code cell must name the message's identifying words: one of
 its code names (a word with an underscore, such as ``loss_type``, or a CamelCase name, such as ``ForCausalLMLoss``)
 or four of its words in a row. A load report is named by the words "load report".
+
+A load report is shown in full once per lesson: when the same model class loads from the same folder again, the
+output says so in one line ("the same N-line report as above, not repeated"), as ``shorten_repeated_reports`` prints.
+The browser suite applies both rules to each lesson as JupyterLab runs it (tests/browser/test_browser.py).
 """
 from __future__ import annotations
 
@@ -22,7 +26,6 @@ import pytest
 
 ROOT = Path(__file__).parents[1]
 LESSONS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
-# Lessons 06-09 are being rewritten in this session (06-07 split into four); delete this once they have landed.
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 WHERE = re.compile(r"\s+\[[\w./-]+:\d+\]$")  # the "  [peft/tuners/lora/layer.py:2760]" setup_notebook appends
 MESSAGE = [
@@ -94,12 +97,51 @@ def unexplained(cells: list[dict]) -> list[str]:
     return problems
 
 
+REPORT = re.compile(r"(?P<model>\w+) LOAD REPORT from: (?P<folder>\S+)(?P<repeat>.*not repeated\)$)?")
+
+
+def repeated_reports(cells: list[dict]) -> list[str]:
+    """One line per load report printed in full although the same report was printed in full before."""
+    seen: dict[tuple[str, str], int] = {}
+    problems = []
+    for i, cell in enumerate(cells):
+        if cell["cell_type"] != "code":
+            continue
+        for line in output_lines(cell):
+            found = REPORT.search(line)
+            if not found or found["repeat"]:
+                continue
+            key = (found["model"], found["folder"])
+            if key in seen:
+                problems.append(f"cell {i}: the {key[0]} load report from {key[1]} again in full (first in cell {seen[key]})")
+            seen.setdefault(key, i)
+    return problems
+
+
 @pytest.mark.parametrize("lesson", [
     pytest.param(p, id=p.stem) for p in LESSONS])
 def test_every_library_message_is_explained_next_to_it(lesson):
     cells = json.loads(lesson.read_text())["cells"]
     problems = unexplained(cells)
     assert not problems, f"{lesson.name}: library messages without an explanation next to them:\n" + "\n".join(problems)
+
+
+@pytest.mark.parametrize("lesson", [pytest.param(p, id=p.stem) for p in LESSONS])
+def test_a_load_report_is_shown_in_full_once(lesson):
+    problems = repeated_reports(json.loads(lesson.read_text())["cells"])
+    assert not problems, f"{lesson.name}:\n" + "\n".join(problems)
+
+
+def test_a_repeated_report_in_full_is_found():
+    full = "GPT2ForSequenceClassification LOAD REPORT from: ../course_utils/assets/tiny-gpt2\n    Key | Status\n"
+    short = ("[transformers] GPT2ForSequenceClassification LOAD REPORT from: ../x "
+             "(the same 7-line report as above, not repeated)\n")
+    assert repeated_reports([_code(stream=full), _md("the load report"), _code(stream=short)]) == []
+    assert repeated_reports([_code(stream=full), _code(stream=short), _code(stream=full)]) == [
+        "cell 2: the GPT2ForSequenceClassification load report from ../course_utils/assets/tiny-gpt2 again in full "
+        "(first in cell 0)"]
+    other = full.replace("tiny-gpt2", "tiny-llama")
+    assert repeated_reports([_code(stream=full), _code(stream=other)]) == []
 
 
 # The rule itself, on synthetic cells: it must find each kind of message, and it must be able to fail.

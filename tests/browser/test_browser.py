@@ -17,6 +17,7 @@ pytest 9.2: xdist 3.8 renames ``item._nodeid``, which pytest 9 no longer reads).
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 from pathlib import Path
@@ -26,6 +27,11 @@ import pytest
 from lab_page import NBGRADER_PAGES, RAISES_TAG, check_quiz, http_status, move_slider, nbgrader_ui, settled_text, wait_text_change
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 from notebook_runs import LESSONS, REPO, exercise, lesson, ran
+
+# The rules the stored outputs are held to (tests/ is not a package: loaded by path, once).
+_SPEC = importlib.util.spec_from_file_location("lesson_messages", REPO / "tests" / "test_lesson_warnings.py")
+LESSON_MESSAGES = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(LESSON_MESSAGES)
 
 # ----- the harness ------------------------------------------------------------------------------
 KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
@@ -182,6 +188,15 @@ def test_lesson_runs_without_error_outputs(lab, nb):
     problems = run.problems()
     assert not problems, f"{nb} in JupyterLab: " + "; ".join(problems) + f" (screenshot: {run.screenshot})"
     assert run.screenshot.stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS)
+def test_lesson_messages_are_explained_and_reports_shown_once(lab, nb):
+    """As JupyterLab ran it: every library message has its explanation next to it, and a repeated load report
+    prints one line (the rules of tests/test_lesson_warnings.py, applied to this run's outputs)."""
+    cells = ran(lab, nb).saved["cells"]
+    problems = LESSON_MESSAGES.unexplained(cells) + LESSON_MESSAGES.repeated_reports(cells)
+    assert not problems, f"{nb} in JupyterLab:\n" + "\n".join(problems)
 
 
 @pytest.mark.parametrize("nb", NOTEBOOKS)
