@@ -1,6 +1,6 @@
 """Can a serving engine take this adapter folder? ``python -m course_utils diagnose --for vllm|llama.cpp|tgi FOLDER``.
 
-Taught in lesson 10, serving engines (planned). Each engine documents limits that peft does not: vLLM caps the rank
+Taught in lesson 10 (section 4, "Serving engines"). Each engine documents limits that peft does not: vLLM caps the rank
 (``--max-lora-rank``) and refuses ``modules_to_save`` and DoRA, TGI loads LoRA only into some module names and
 drops the rest, llama.cpp reads a GGUF LoRA, not safetensors. The limits are data, not code: each rule in
 ``data/engine_limits.json`` names its source (a page or an issue) and the engine version it holds for.

@@ -1,6 +1,6 @@
 """Write a peft LoRA folder as a GGUF LoRA for llama.cpp: ``python -m course_utils export-gguf FOLDER [--out FILE]``.
 
-Taught in lesson 10, serving engines (planned). llama.cpp's ``--lora`` reads a GGUF file, not
+Taught in lesson 10 (section 5, "A GGUF LoRA"). llama.cpp's ``--lora`` reads a GGUF file, not
 ``adapter_model.safetensors``. This follows the convention of llama.cpp's ``convert_lora_to_gguf.py``, for the
 course's GPT-2 architecture, with the ``gguf`` library:
 
@@ -16,6 +16,10 @@ course's GPT-2 architecture, with the ``gguf`` library:
 
 What GGUF LoRA cannot hold (DoRA, ``modules_to_save``, trainable tokens, rsLoRA, per-layer alphas, biases,
 embeddings) gets a one-line error that says to merge instead.
+
+Not tested against llama.cpp itself: llama-cpp-python has no wheel on PyPI for this platform (only a source
+distribution, which pip compiles with a C++ toolchain), so the course does not install it. The file is checked
+against ``convert_lora_to_gguf.py``'s conventions and, numerically, against peft (``tests/test_gguf_export.py``).
 """
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ import pytest
 from course_utils.quizzes import LETTERS, QUIZ_FILE, RIGHT, WRONG, Quiz, learner_quiz, load_quiz, markdown_html
 
 ROOT = Path(__file__).parents[1]
-LESSONS = sorted((ROOT / "notebooks").glob("0*.ipynb"))
+LESSONS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 
 
 def quiz_ids() -> list[str]:
