@@ -110,7 +110,7 @@ def test_landing_page(lab_server, page):
         assert page.locator(".jp-RenderedMarkdown h1").first.inner_text().startswith("Start here")
         links = page.locator(".jp-RenderedMarkdown table a").evaluate_all("els => els.map(e => e.getAttribute('href'))")
         lessons = [Path(p).name for p in LESSONS]
-        linked = sorted(m.group(1) for x in links if (m := re.search(r"/files/notebooks/(0[^/?]+\.ipynb)", x)))
+        linked = sorted(m.group(1) for x in links if (m := re.search(r"/files/notebooks/(\d\d_[^/?]+\.ipynb)", x)))
         assert linked == lessons, f"the start page links {linked}"
         step = page.locator(".jp-RenderedMarkdown ol li").first.inner_text()
         named = re.search(r"click the first lesson, (.+?):", " ".join(step.split()))
