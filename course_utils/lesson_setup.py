@@ -38,6 +38,10 @@ EXPLAINED_IN_LESSON_1 = (
     (FutureWarning, r"`is_gradient_checkpointing` is deprecated"),
 )
 EXPLAINED_LOG_IN_LESSON_1 = "`loss_type=None` was set in the config but it is unrecognized"
+# peft imports bitsandbytes whenever it is installed. On a CPU with AVX512-BF16, bitsandbytes then logs that it could
+# not fetch an optional faster CPU kernel (the `kernels` package is not installed); its own CPU code gives the same
+# results. Lesson 11 shows and explains it (it imports bitsandbytes before calling setup_notebook); elsewhere it is noise.
+BITSANDBYTES_KERNEL_LOG = ("bitsandbytes.backends.cpu.ops", "Failed to load CPU gemm_4bit_forward")
 
 
 class _DropMessage(logging.Filter):
@@ -58,6 +62,9 @@ def hide_explained_messages() -> None:
     logger = logging.getLogger("transformers.modeling_utils")
     if not any(isinstance(f, _DropMessage) for f in logger.filters):
         logger.addFilter(_DropMessage(EXPLAINED_LOG_IN_LESSON_1))
+    bnb_logger = logging.getLogger(BITSANDBYTES_KERNEL_LOG[0])
+    if not any(isinstance(f, _DropMessage) for f in bnb_logger.filters):
+        bnb_logger.addFilter(_DropMessage(BITSANDBYTES_KERNEL_LOG[1]))
 
 
 def quiet_libraries() -> None:

@@ -69,3 +69,23 @@ def test_warnings_print_on_one_line_without_the_install_path():
     assert text == "UserWarning: careful  [peft/tuners/a.py:7]\n"
     setup_notebook()
     assert warnings.formatwarning is short_warning
+
+
+def test_setup_notebook_hides_only_bitsandbytes_missing_kernel_log():
+    """peft imports bitsandbytes (lesson 11) when installed; its missing-`kernels` log would show in every lesson."""
+    import logging
+
+    from course_utils.lesson_setup import BITSANDBYTES_KERNEL_LOG
+
+    setup_notebook()
+    log = logging.getLogger(BITSANDBYTES_KERNEL_LOG[0])
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    log.addHandler(handler)
+    try:
+        log.warning("Failed to load CPU gemm_4bit_forward from kernels-community: No module named 'kernels'.")
+        log.warning("something else bitsandbytes says")
+    finally:
+        log.removeHandler(handler)
+    assert [r.getMessage() for r in records] == ["something else bitsandbytes says"]
