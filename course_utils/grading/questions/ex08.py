@@ -1,8 +1,9 @@
-"""Exercise 8 (lesson 8, version drift, adapter names and state dicts): given material and the judge of its question.
+"""Exercise 8 (lesson 8, version drift, adapter names and state dicts): given material and the judges of its questions.
 
-The renamed adapter is made from the learner's seed (which prefix the other transformers version put in the module
-paths, which modules, which rank) with weights from ``secrets``: the folder, snapshotted by ``record_given`` as the
-given cell ends, is their only copy.
+Q1's renamed adapter is made from the learner's seed (which prefix the other transformers version put in the module
+paths, which modules, which rank) with weights from ``secrets``; so is Q2's teammate model (its adapter's name and
+rank seeded, its weights secret), saved as a whole ``state_dict``. The folders, snapshotted by ``record_given`` as
+the given cells end, are the only copies of those weights.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import re
 from pathlib import Path
 
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model
+from peft import LoraConfig, PeftModel, get_peft_model, set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 
 from ...adapter_format import WEIGHTS_FILE
@@ -35,6 +36,9 @@ from .common import (
 )
 
 PREFIXES = ("decoder.", "backbone.", "gpt2.", "language_model.", "core.")  # not the lesson's "model."
+ADAPTER_NAMES = ("sentiment_v2", "reviews", "es_final", "prod", "run7")       # the teammate's adapter (Q2)
+STATE_FILE = "model_state.pt"
+SERVING = "serving"
 
 
 
@@ -109,6 +113,76 @@ def _q1(ev: Evidence) -> str:
                                           key_mapping={rf"^{re.escape(prefix)}": ""}).eval()
     return "the saved weights are in use: " + same_logits(reference, model, "`repaired`")
 
+# ============================================================================ Q2: a state_dict under another name
+def transplant_plan(seed: int) -> dict:
+    """Exercise 8 Q2: the name and rank of the teammate's adapter, from the learner's seed."""
+    rng = random.Random(seed * 7 + 2)
+    return {"name": rng.choice(ADAPTER_NAMES), "r": rng.choice((4, 8, 16))}
+
+
+def _plan_config(plan: dict) -> LoraConfig:
+    return LoraConfig(r=plan["r"], lora_alpha=2 * plan["r"], target_modules=["c_attn"], fan_in_fan_out=True)
+
+
+def teammate_state(target, learner=None) -> Path:
+    """Exercise 8 Q2: a teammate's trained-looking PeftModel saved with ``torch.save(model.state_dict())`` into
+    ``target``; its adapter's name and rank are seeded, its weights drawn from ``secrets``."""
+    target = Path(target)
+    target.mkdir(parents=True, exist_ok=True)
+    plan = transplant_plan(learner_seed(learner))
+    with secret_rng():
+        model = get_peft_model(load_base_model(), _plan_config(plan), adapter_name=plan["name"])
+        with torch.no_grad():
+            for name, weight in model.named_parameters():
+                if "lora_B" in name:
+                    weight.normal_(0, 0.05)   # stands in for training
+    torch.save(model.state_dict(), target / STATE_FILE)
+    return target
+
+
+def serving_model(learner=None):
+    """Exercise 8 Q2, the given cell: the course's base model with a fresh adapter named ``serving``, of the
+    teammate's config."""
+    return get_peft_model(load_base_model(), _plan_config(transplant_plan(learner_seed(learner))),
+                          adapter_name=SERVING)
+
+
+def _teammate_weights(path: Path, name: str) -> dict:
+    """The teammate's LoRA tensors under peft's names (no adapter name), from the snapshot of their file."""
+    file = path / STATE_FILE
+    require(file.is_file(), f"the folder `teammate` holds no {STATE_FILE}: run the notebook from its first cell.")
+    state = torch.load(file, map_location="cpu", weights_only=True)
+    lora = {k: v for k, v in state.items() if "lora_" in k} if isinstance(state, dict) else {}
+    require(lora and all(f".{name}." in k for k in lora), "the folder `teammate` was made for another learner: run "
+                                                          "the notebook from its first cell.")
+    return {k.replace(f".{name}.", ".", 1): v for k, v in lora.items()}
+
+
+def _q2(ev: Evidence) -> str:
+    """Lesson 8, adapter names and state dicts: a teammate's adapter, saved inside a whole ``state_dict`` under its
+    own adapter name, moved into a model whose adapter has another name (``serving``), which it keeps."""
+    plan = transplant_plan(ev.seed)
+    expected = _teammate_weights(given_snapshot(ev, "ex08_given_state", "teammate"), plan["name"])
+    model = peft_model(ev, "serving")
+    adapter = active(model, "serving")
+    require(adapter == SERVING, f"the active adapter of `serving` is named '{adapter}': the serving code asks for "
+                                f"'{SERVING}' (keep that name, load the weights into it).")
+    if not holds(model, adapter, expected):
+        untouched = all(not p.any() for n, p in model.named_parameters() if "lora_B" in n and f".{SERVING}." in n)
+        raise Wrong(f"the LoRA B matrices of `serving` are zero: no tensor of the teammate's state_dict reached its "
+                    f"layers; their keys name the adapter '{plan['name']}' (lesson 8, 'Names and state dicts')."
+                    if untouched else "the adapter 'serving' does not hold the teammate's tensors from "
+                    f"`teammate/{STATE_FILE}`: load them from that file.")
+    with model.disable_adapter():
+        base_gap = compare_logits(model, load_base_model(), tokenizer()).max_abs_diff
+    require(base_gap == 0.0, "`serving`'s base model is not the course's base model.")
+    reference = get_peft_model(load_base_model(), _plan_config(plan), adapter_name=SERVING)
+    set_peft_model_state_dict(reference, expected, adapter_name=SERVING)
+    return f"the teammate's '{plan['name']}' weights run as '{SERVING}': " + same_logits(reference.eval(), model,
+                                                                                           "`serving`")
+
+
 QUESTIONS = (
     Question("ex08_q1", 2, ("repaired",), own_rng(_q1)),
+    Question("ex08_q2", 2, ("serving",), own_rng(_q2)),
 )
