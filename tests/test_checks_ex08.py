@@ -240,7 +240,7 @@ def _only_a(folder):
     return model
 
 
-def _changed_base(folder):
+def _transplanted_onto_changed_base(folder):
     model = _transplanted(folder)
     with torch.no_grad():
         model.base_model.model.transformer.wte.weight.mul_(1.01)
@@ -263,7 +263,7 @@ WRONG_Q2 = [
     (lambda t, a: _only_a(t), "LoRA B matrices of `serving` are zero"),
     (lambda t, a: _transplanted(a), "does not hold the teammate's tensors"),   # the same seed, run again
     (lambda t, a: scaled_lora_b(_transplanted(t), 1.01), "does not hold the teammate's tensors"),
-    (lambda t, a: _changed_base(t), "base model is not the course's base model"),
+    (lambda t, a: _transplanted_onto_changed_base(t), "base model is not the course's base model"),
     (lambda t, a: _transplanted(t).merge_and_unload(), "not a PeftModel"),
     (lambda t, a: load_base_model(), "not a PeftModel"),
     (lambda t, a: AlwaysEqual(), "not a PeftModel"),
