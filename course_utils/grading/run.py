@@ -30,7 +30,7 @@ from ..learner import LEARNER_ENV, learner_in_outputs
 from ..maintenance.notebook_env import ENV
 from ..maintenance.repo import SOLUTIONS
 from ..messages import first_line, one_line
-from . import EVIDENCE_ENV
+from . import EVIDENCE_ENV, EXERCISE_GLOB, exercise_number
 from .collect import collect
 from .sandbox import Sandbox, make_sandbox
 
@@ -72,10 +72,10 @@ class Grading:
 def prepare(solutions: str | Path = SOLUTIONS, sandbox: Sandbox | None = None,
             cell_timeout: float = CELL_TIMEOUT, locked_timeout: float = LOCKED_TIMEOUT,
             total_timeout: float = TOTAL_TIMEOUT, shard: str = "") -> Grading:
-    """Read every solution notebook in ``solutions`` (NN_name.ipynb)."""
-    paths = sorted(Path(solutions).glob("[0-9]*.ipynb")) if Path(solutions).is_dir() else []
+    """Read every solution notebook in ``solutions`` (Exercise_NN_name.ipynb)."""
+    paths = sorted(Path(solutions).glob(EXERCISE_GLOB)) if Path(solutions).is_dir() else []
     if not paths:
-        raise ValueError(f"no solution notebooks (NN_name.ipynb) in {solutions}: pass --solutions DIR")
+        raise ValueError(f"no solution notebooks (Exercise_NN_name.ipynb) in {solutions}: pass --solutions DIR")
     read = {p.stem: nbformat.read(p, as_version=4) for p in paths}
     return Grading(read, sandbox or make_sandbox(), cell_timeout, locked_timeout, total_timeout, shard)
 
@@ -146,20 +146,22 @@ def read_submission(path: Path) -> tuple[dict | None, str | None]:
 
 
 def identify_exercise(nb, path: Path, names) -> str | None:
-    """The solution stem a submission belongs to: its metadata, then its grade_ids, then its file name."""
-    names = list(names)
+    """The solution stem a submission belongs to: its metadata, then its grade_ids (``ex06_q1``), then the exercise
+    number its file name starts with (``Exercise_06_...``, or the older ``06_...``), then, in nbgrader's layout
+    (``submitted/STUDENT/ASSIGNMENT/x.ipynb``), the number of its assignment folder (``ex06``)."""
+    by_number = {exercise_number(name): name for name in names}
     meta = nb.get("metadata") if isinstance(nb, dict) else None
     stem = meta.get("course_exercise") if isinstance(meta, dict) else None
-    if isinstance(stem, str) and stem in names:
+    if isinstance(stem, str) and stem in by_number.values():
         return stem
     prefixes = {grade_id_of(c).split("_")[0] for c in cells_of(nb) if grade_id_of(c)}
-    for name in names:
-        if f"ex{name[:2]}" in prefixes:
+    for number, name in by_number.items():
+        if f"ex{number}" in prefixes:
             return name
-    for name in names:
-        if path.stem.startswith(name) or path.stem.startswith(name[:3]):
-            return name
-    return None
+    candidates = [path.stem]
+    if len(path.parts) >= 4 and path.parts[-4] in ("submitted", "autograded"):
+        candidates.append(path.parts[-2])
+    return next((by_number[n] for n in map(exercise_number, candidates) if n in by_number), None)
 
 
 # ------------------------------------------------------------------------------ what to run

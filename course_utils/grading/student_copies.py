@@ -5,7 +5,7 @@ The solution notebooks in ``exercises/solutions/`` are the one source. They mark
 each answer region with a stub that sets the answer's names to None, and stores the outputs a fresh run
 of the copy gives: the given cells' outputs (copied from the solution), nothing for the answer cells, and
 for each check cell (tagged ``raises-exception``) the ✗ error its unanswered check raises. Strict nbval
-then proves that the solutions pass and the stubs do not. Used by the exercises of lessons 1-5.
+then proves that the solutions pass and the stubs do not. Used by every exercise.
 
 ``python -m course_utils exercises release DIR`` writes the handout instead: the same copies with no stored
 outputs at all (a learner sees no ✗ line before running anything), a README, and no solution.
@@ -25,6 +25,7 @@ from ..folders import staged_folder
 from ..maintenance.execute import execute_notebook
 from ..maintenance.repo import EXERCISES, SOLUTIONS
 from ..messages import one_line
+from . import EXERCISE_GLOB
 from .checks import CHECKS, stub_message
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
@@ -135,7 +136,7 @@ def student_copy(solution) -> nbformat.NotebookNode:
 
 
 def solution_paths(folder: Path = SOLUTIONS) -> list[Path]:
-    return sorted(Path(folder).glob("[0-9]*.ipynb"))
+    return sorted(Path(folder).glob(EXERCISE_GLOB))
 
 
 def render(nb) -> str:
