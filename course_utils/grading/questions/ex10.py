@@ -176,7 +176,8 @@ def _blocked_reference(ev: Evidence):
     except (OSError, ValueError):
         config = {}
     kind = "dora" if config.get("use_dora") else "modules_to_save" if config.get("modules_to_save") else None
-    require(kind == plan["kind"] and config.get("r") == plan["r"],
+    same = kind == plan["kind"] and config.get("r") == plan["r"]
+    require(same and sorted(config.get("target_modules") or []) == sorted(plan["targets"]),
             "the folder `blocked` was made for another learner: run the notebook from its first cell.")
     return plan, _reload_llama(path, "the folder `blocked`")
 
