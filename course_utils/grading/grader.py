@@ -6,7 +6,7 @@ then, the kernel gone, ``judge`` here has the trusted checker (``check.py``, wit
 decide each question from that evidence, in this process, which imports nothing the learner wrote; then
 ``gradebook.py`` writes the JSON lines and the CSV. What the notebook printed, raised or computed about itself is
 never trusted. Whatever a path holds, it gets one result line and a gradebook row; several submissions are graded
-side by side (``--jobs``), each worker keeping one warm checker. Grades exercises 1-9.
+side by side (``--jobs``), each worker keeping one warm checker. Grades every exercise.
 """
 from __future__ import annotations
 

@@ -206,8 +206,8 @@ def handout_copy(solution) -> nbformat.NotebookNode:
 
 HANDOUT_README = """# Exercises
 
-One notebook per lesson of the course. Open one in Jupyter (kernel "peft-course", with `course_utils`
-installed), write each answer where a cell says `# YOUR CODE HERE` (replace the `None`s), run it, then run
+One notebook per lesson of the course. Open one in Jupyter (kernel "Python 3 (ipykernel)", named python3,
+with `course_utils` installed), write each answer where a cell says `# YOUR CODE HERE` (replace the `None`s), run it, then run
 the check cell under it: ✓ means the question is done, ✗ says what is still wrong. Files the exercises
 save go to `saved/` next to the notebooks. Hand in the `.ipynb` files.
 """

@@ -225,32 +225,6 @@ def dtype_counts(params) -> dict[str, int]:
     return counts
 
 
-def not_shared(ev: Evidence, name: str, reference: str, what: str = "the model you saved") -> None:
-    """Fail when answer ``name`` is the given model ``reference`` itself or shares its tensors."""
-    require(not ev.same(name, reference), f"`{name}` is the very model you saved: reload it from the folder into a "
-                                          "new base model.")
-    require(not ev.shares(name, reference), f"`{name}` shares weights with {what}: build it on a fresh base model "
-                                            "(load_base_model()).")
-
-
-def frozen(model, name: str) -> None:
-    trainable = sum(p.requires_grad for p in model.parameters())
-    require(trainable == 0, f"{trainable} tensors of `{name}` require grad, like the model you built: it was not "
-                            "loaded from the folder for inference (a reload is frozen by default).")
-
-
-def loaded_from(ev: Evidence, name: str, path: Path, reference, given: str | None) -> str:
-    """A PeftModel on a fresh base, loaded frozen from ``path``: the file's values, the reference's logits."""
-    model = peft_model(ev, name)
-    if given is not None and ev.has(given):
-        not_shared(ev, name, given)
-    adapter = active(model, name)
-    require(holds(model, adapter, weights_of(path)),
-            f"the active adapter of `{name}` does not hold the weights in {path.name}/{WEIGHTS_FILE}.")
-    frozen(model, name)
-    return same_logits(reference, model, f"`{name}`")
-
-
 @contextmanager
 def secret_rng():
     """torch's RNG seeded from ``secrets`` inside the block; the learner's RNG state is as it was after it."""
