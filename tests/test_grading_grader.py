@@ -18,8 +18,9 @@ import pytest
 
 from course_utils.grading import EXERCISE_GLOB, grader
 from course_utils.grading.checks import CHECKS
-from course_utils.grading.run import identify_exercise, plan_cells, read_submission
+from course_utils.grading.run import plan_cells
 from course_utils.grading.student_copies import check_id_of
+from course_utils.grading.submission import identify_exercise, read_submission
 from course_utils.maintenance.repo import EXERCISES, REPO, SOLUTIONS
 
 # One exercise per lesson.

@@ -38,18 +38,12 @@ from .run import (
     Cell,
     Grading,
     Outcome,
-    cells_of,
-    grade_id_of,
-    identify_exercise,
-    is_check,
-    learner_of,
     plan_cells,
-    points_of,
     prepare,
-    read_submission,
     run_cells,
 )
 from .sandbox import MEMORY_GIB, make_sandbox, required_in_ci
+from .submission import cells_of, grade_id_of, identify_exercise, is_check, learner_of, points_of, read_submission
 
 JUDGE_TIMEOUT = 120    # seconds the trusted checker may spend on one question's evidence
 JUDGE_MEMORY = 4 * 2**30  # bytes the trusted checker may allocate for one question's evidence
