@@ -192,7 +192,7 @@ def test_unreadable_and_foreign_notebooks(broken_batch):
     assert "not a readable notebook" in garbage["messages"][0]
     notes = results["zz_notes.ipynb"]
     assert notes["exercise"] is None and notes["messages"] == [
-        "not one of the course's exercises (01-09): no exercise's grade ids in its cells, and its name does not start "
+        f"not one of the course's exercises (01-{LESSON_COUNT:02d}): no exercise's grade ids in its cells, and its name does not start "
         "with Exercise_NN_ (or NN_) for one of them."]
 
 
