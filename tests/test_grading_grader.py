@@ -192,8 +192,8 @@ def test_unreadable_and_foreign_notebooks(broken_batch):
     assert "not a readable notebook" in garbage["messages"][0]
     notes = results["zz_notes.ipynb"]
     assert notes["exercise"] is None and notes["messages"] == [
-        f"not one of the course's exercises (01-{LESSON_COUNT:02d}): no exercise's grade ids in its cells, and its name does not start "
-        "with Exercise_NN_ (or NN_) for one of them."]
+        f"not one of the course's exercises (01-{LESSON_COUNT:02d}): no exercise's grade ids in its cells, and its name "
+        "does not start with Exercise_NN_ (or NN_) for one of them."]
 
 
 def test_gradebook_has_a_row_per_submission_and_a_column_per_question(broken_batch):
