@@ -95,9 +95,7 @@ def read_safetensors_header(path: str | Path) -> dict:
     if not isinstance(header, dict):
         raise ValueError(f"{path.name} has a header that is not a JSON object: it is not a safetensors file.")
     data_len = size - 8 - length
-    for name, info in header.items():
-        if name == "__metadata__":
-            continue
+    for name, info in tensor_entries(header).items():
         offsets = info.get("data_offsets") if isinstance(info, dict) else None
         if (not isinstance(offsets, list) or len(offsets) != 2 or not all(isinstance(o, int) for o in offsets)
                 or not 0 <= offsets[0] <= offsets[1] <= data_len):

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from peft import LoraConfig, get_peft_model
 
-from .adapter_format import CONFIG_FILE, WEIGHTS_FILE, read_safetensors_header
+from .adapter_format import CONFIG_FILE, WEIGHTS_FILE, read_safetensors_header, split_lora_key, tensor_entries
 from .assets import course_model
 from .folders import staged_folder
 from .models import load_base_model, load_tokenizer
@@ -52,8 +52,8 @@ def is_lesson1_adapter(folder: str | Path) -> bool:
         return False
     if config.get("base_model_name_or_path") != course_model():
         return False
-    names = [k for k in header if k != "__metadata__"]
-    return bool(names) and all("lora_A" in k or "lora_B" in k for k in names)
+    names = list(tensor_entries(header))
+    return bool(names) and all(split_lora_key(k) for k in names)
 
 
 def _rebuild(folder: Path, wait_s: float = 0.0) -> None:

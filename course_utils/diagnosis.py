@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import diagnosis_report as read
-from .adapter_format import CONFIG_FILE, PICKLE_WEIGHTS_FILE, WEIGHTS_FILE
+from .adapter_format import CONFIG_FILE, PICKLE_WEIGHTS_FILE, WEIGHTS_FILE, tensor_entries
 from .diagnosis_base import check_base, resolve_base
 from .diagnosis_files import (
     LORA_LIKE,
@@ -196,7 +196,7 @@ def _summary(shown, config, header, files, subdirs, base_model, lora) -> str:
         if tm is not None:
             lines.append(f"  target modules: {', '.join(sorted(tm)) if isinstance(tm, list) else tm}")
     if header is not None:
-        tensors = {k: v for k, v in header.items() if k != "__metadata__"}
+        tensors = tensor_entries(header)
         dtypes = sorted({v["dtype"] for v in tensors.values()})
         size = files[WEIGHTS_FILE].stat().st_size
         lines.append(f"  tensors:        {len(tensors)} in {WEIGHTS_FILE} ({size:,} bytes), dtype {', '.join(dtypes) or '-'}")

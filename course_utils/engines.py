@@ -16,7 +16,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .adapter_format import CONFIG_FILE, WEIGHTS_FILE, read_safetensors_header, split_lora_key
+from .adapter_format import CONFIG_FILE, WEIGHTS_FILE, read_safetensors_header, split_lora_key, tensor_entries
 from .assets import SHIPPED_BASE_ID, course_model
 
 LIMITS_FILE = Path(__file__).resolve().parent / "data" / "engine_limits.json"
@@ -130,7 +130,7 @@ def read_adapter(folder: str | Path, base: str | None = None) -> Adapter:
         header = read_safetensors_header(folder / WEIGHTS_FILE)
     except ValueError as e:
         raise EngineInputError(f"{e} Re-save the adapter with save_pretrained.") from None
-    tensors = {k: v for k, v in header.items() if k != "__metadata__"}
+    tensors = tensor_entries(header)
     modules = sorted({parts[0] for k in tensors if (parts := split_lora_key(k))})
     base_cfg = base_config(config, base) or {}
     archs = base_cfg.get("architectures") or [None]

@@ -13,7 +13,7 @@ import nbformat
 from course_utils.grading.student_copies import check_id_of
 from course_utils.maintenance.repo import REPO, SOLUTIONS
 
-EX01 = SOLUTIONS / "01_save_adapter.ipynb"
+EX01 = SOLUTIONS / "Exercise_01_save_adapter.ipynb"
 # A wrong Q1 answer (rank 8, c_attn only): any pass for ex01_q1 below is a forged verdict.
 WRONG_Q1 = ('config = LoraConfig(r=8, target_modules=["c_attn"], init_lora_weights=False)\n'
             "model = get_peft_model(load_base_model(), config)\n")

@@ -374,7 +374,8 @@ def test_ex01_q5_teammate_did_not_run(ex01, capsys, tmp_path):
 
 
 def _given_cell(grade_id):
-    notebook = json.loads((Path(__file__).parents[1] / "exercises/solutions/01_save_adapter.ipynb").read_text(encoding="utf-8"))
+    path = Path(__file__).parents[1] / "exercises/solutions/Exercise_01_save_adapter.ipynb"
+    notebook = json.loads(path.read_text(encoding="utf-8"))
     return next("".join(c["source"]) for c in notebook["cells"]
                 if c["metadata"].get("nbgrader", {}).get("grade_id") == grade_id)
 

@@ -336,7 +336,8 @@ def test_ex02_q4_right(capsys):
 
 
 def _given_cell(grade_id):
-    notebook = json.loads((Path(__file__).parents[1] / "exercises/solutions/02_reload_adapter.ipynb").read_text(encoding="utf-8"))
+    path = Path(__file__).parents[1] / "exercises/solutions/Exercise_02_reload_adapter.ipynb"
+    notebook = json.loads(path.read_text(encoding="utf-8"))
     return next("".join(c["source"]) for c in notebook["cells"]
                 if c["metadata"].get("nbgrader", {}).get("grade_id") == grade_id)
 

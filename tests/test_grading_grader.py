@@ -10,18 +10,23 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import hostile_submissions as hostile
 import nbformat
 import pytest
 
-from course_utils.grading import grader
+from course_utils.grading import EXERCISE_GLOB, grader
 from course_utils.grading.checks import CHECKS
-from course_utils.grading.run import identify_exercise, plan_cells, read_submission
+from course_utils.grading.run import plan_cells
 from course_utils.grading.student_copies import check_id_of
+from course_utils.grading.submission import identify_exercise, read_submission
 from course_utils.maintenance.repo import EXERCISES, REPO, SOLUTIONS
 
-EX01 = SOLUTIONS / "01_save_adapter.ipynb"
+# One exercise per lesson.
+LESSON_COUNT = len(list((Path(__file__).parents[1] / "notebooks").glob("[0-9][0-9]_*.ipynb")))
+
+EX01 = SOLUTIONS / "Exercise_01_save_adapter.ipynb"
 CHECKS_PY = Path(grader.__file__).with_name("checks.py")
 POINTS = {gid: check.points for gid, check in CHECKS.items()}
 EX01_MAX = sum(p for gid, p in POINTS.items() if gid.startswith("ex01_"))
@@ -120,12 +125,12 @@ def _outside_state(other: Path) -> dict:
 def broken_batch(tmp_path_factory, requires_sandbox):
     folder = tmp_path_factory.mktemp("submissions")
     other = tmp_path_factory.mktemp("other_submission")
-    shutil.copy(EX01, other / "01_save_adapter.ipynb")
+    shutil.copy(EX01, other / "Exercise_01_save_adapter.ipynb")
     nbformat.write(tampered(), folder / "01_save_adapter_tampered.ipynb")
     nbformat.write(crashing(), folder / "01_save_adapter_crashing.ipynb")
     nbformat.write(replay_times_out(), folder / "01_save_adapter_replay.ipynb")
     (folder / "01_save_adapter_malformed.ipynb").write_text(json.dumps(malformed()))
-    shutil.copy(EXERCISES / "01_save_adapter.ipynb", folder / "01_save_adapter_zstub.ipynb")
+    shutil.copy(EXERCISES / "Exercise_01_save_adapter.ipynb", folder / "01_save_adapter_zstub.ipynb")
     (folder / "01_save_adapter_garbage.ipynb").write_text("{ this is not json")
     (folder / "01_save_adapter_empty.ipynb").write_bytes(b"")
     (folder / "01_save_adapter_list.ipynb").write_text("[1, 2]")
@@ -182,10 +187,13 @@ def test_endless_loop_and_dead_kernel_cost_only_their_questions(broken_batch):
 def test_unreadable_and_foreign_notebooks(broken_batch):
     results = broken_batch[1]
     garbage = results["01_save_adapter_garbage.ipynb"]
-    assert garbage["exercise"] == "01_save_adapter" and garbage["score"] == 0 and garbage["max_score"] == EX01_MAX
+    # named the old way (01_...): matched by its number
+    assert garbage["exercise"] == "Exercise_01_save_adapter" and garbage["score"] == 0 and garbage["max_score"] == EX01_MAX
     assert "not a readable notebook" in garbage["messages"][0]
     notes = results["zz_notes.ipynb"]
-    assert notes["exercise"] is None and "not one of the course's exercises" in notes["messages"][0]
+    assert notes["exercise"] is None and notes["messages"] == [
+        f"not one of the course's exercises (01-{LESSON_COUNT:02d}): no exercise's grade ids in its cells, and its name "
+        "does not start with Exercise_NN_ (or NN_) for one of them."]
 
 
 def test_gradebook_has_a_row_per_submission_and_a_column_per_question(broken_batch):
@@ -215,7 +223,7 @@ def test_solutions_get_full_marks_and_student_copies_zero(requires_sandbox):
     assert "Traceback" not in run.stderr
     solutions = [r for r in results if "/solutions/" in r["notebook"]]
     students = [r for r in results if "/solutions/" not in r["notebook"]]
-    assert len(solutions) == len(students) == len(list(SOLUTIONS.glob("[0-9]*.ipynb"))) == 7
+    assert len(solutions) == len(students) == len(list(SOLUTIONS.glob(EXERCISE_GLOB))) == LESSON_COUNT
     for r in solutions:
         assert r["score"] == r["max_score"] > 0 and not r["messages"], r
     for r in students:
@@ -312,21 +320,51 @@ def test_a_replayed_cell_that_times_out_says_so(broken_batch):
 def test_malformed_metadata_and_empty_files_get_a_line(broken_batch):
     results = broken_batch[1]
     bad = results["01_save_adapter_malformed.ipynb"]
-    assert bad["exercise"] == "01_save_adapter" and bad["max_score"] == EX01_MAX
+    assert bad["exercise"] == "Exercise_01_save_adapter" and bad["max_score"] == EX01_MAX
     assert "answer cell ex01_q1_answer is missing" in " ".join(bad["messages"])
     assert "empty file" in results["01_save_adapter_empty.ipynb"]["messages"][0]
     assert "its JSON is a list" in results["01_save_adapter_list.ipynb"]["messages"][0]
 
 
+NAMES_NOW = ["Exercise_01_save_adapter", "Exercise_02_reload_adapter", "Exercise_06_new_tokens"]
+
+
 @pytest.mark.parametrize("nb, expected", [
-    ({"metadata": {"course_exercise": ["01_save_adapter"]}}, "01_save_adapter"),  # falls back to the file name
-    ({"metadata": "x", "cells": [{"metadata": {"nbgrader": {"grade_id": "ex02_q1"}}}]}, "02_reload_adapter"),
-    ({"cells": {"not": "a list"}}, "01_save_adapter"),
-    (None, "01_save_adapter"),
+    ({"metadata": {"course_exercise": ["Exercise_01_save_adapter"]}}, "Exercise_01_save_adapter"),  # the file name
+    ({"metadata": "x", "cells": [{"metadata": {"nbgrader": {"grade_id": "ex02_q1"}}}]}, "Exercise_02_reload_adapter"),
+    ({"metadata": {"course_exercise": "Exercise_06_new_tokens"}}, "Exercise_06_new_tokens"),
+    ({"cells": {"not": "a list"}}, "Exercise_01_save_adapter"),
+    (None, "Exercise_01_save_adapter"),
 ])
 def test_identify_exercise_never_raises(nb, expected):
-    names = ["01_save_adapter", "02_reload_adapter"]
-    assert identify_exercise(nb, Path("01_save_adapter_x.ipynb"), names) == expected
+    assert identify_exercise(nb, Path("Exercise_01_save_adapter_x.ipynb"), NAMES_NOW) == expected
+
+
+@pytest.mark.parametrize("path, expected", [
+    ("01_save_adapter.ipynb", "Exercise_01_save_adapter"),                       # named before the rename
+    ("02_reload_adapter_alice.ipynb", "Exercise_02_reload_adapter"),
+    ("exercise_06_new_tokens (1).ipynb", "Exercise_06_new_tokens"),              # a browser's copy
+    ("course/submitted/alice/ex06/notebook.ipynb", "Exercise_06_new_tokens"),    # nbgrader's layout
+    ("course/submitted/alice/Exercise_02_reload_adapter/mine.ipynb", "Exercise_02_reload_adapter"),
+    ("course/autograded/bob/ex01/01_save_adapter.ipynb", "Exercise_01_save_adapter"),
+    ("course/submitted/alice/ex07/notebook.ipynb", None),                        # no exercise 7 among the names
+    ("other/alice/ex06/notebook.ipynb", None),                                   # not nbgrader's layout
+    ("06.ipynb", "Exercise_06_new_tokens"),
+    ("2024_06.ipynb", None),
+    ("notes.ipynb", None),
+])
+def test_identify_exercise_by_number(path, expected):
+    assert identify_exercise({"cells": []}, Path(path), NAMES_NOW) == expected
+
+
+def test_a_notebook_of_no_exercise_gets_one_line(tmp_path):
+    path = tmp_path / "notes.ipynb"
+    nbformat.write(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("print(1)")]), path)
+    grading = grader.Grading({name: None for name in NAMES_NOW}, SimpleNamespace(level="none"))
+    result = grader.grade_path(path, grading)
+    assert result.exercise is None and result.score == 0 and result.messages == [
+        "not one of the course's exercises (01-06): no exercise's grade ids in its cells, and its name does not start "
+        "with Exercise_NN_ (or NN_) for one of them."]
 
 
 @pytest.mark.parametrize("content, message", [
@@ -350,7 +388,7 @@ def test_plan_tolerates_wrong_types():
 
 
 def test_no_solutions_folder_gives_every_path_a_line(tmp_path, capsys):
-    code = grader.run_grade([str(EXERCISES / "01_save_adapter.ipynb")], as_json=True, solutions=str(tmp_path))
+    code = grader.run_grade([str(EXERCISES / "Exercise_01_save_adapter.ipynb")], as_json=True, solutions=str(tmp_path))
     out, err = capsys.readouterr()
     line = json.loads(out.splitlines()[0])
     assert code == 1 and "no solution notebooks" in line["messages"][0] and "cannot grade" in err

@@ -13,6 +13,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
+from course_utils.grading import EXERCISE_GLOB
 from course_utils.grading.checks import CHECKS
 from course_utils.maintenance.repo import EXERCISES, SOLUTIONS
 
@@ -24,7 +25,7 @@ if shutil.which("nbgrader", path=str(Path(sys.executable).parent)) is None:
 from nbgrader.api import Gradebook
 
 NBGRADER = str(Path(sys.executable).parent / "nbgrader")
-EX01 = "01_save_adapter"
+EX01 = "Exercise_01_save_adapter"
 
 EX01_MAX = sum(c.points for gid, c in CHECKS.items() if gid.startswith("ex01_"))
 
@@ -93,7 +94,7 @@ def test_autograde_scores_equal_ours_question_by_question(course):
     assert 0 < scores["partly.ipynb"] < EX01_MAX
 
 
-@pytest.mark.parametrize("name", [p.name for p in sorted(SOLUTIONS.glob("[0-9]*.ipynb"))])
+@pytest.mark.parametrize("name", [p.name for p in sorted(SOLUTIONS.glob(EXERCISE_GLOB))])
 def test_validate_passes_the_solution_and_fails_the_stub(name, tmp_path):
     solution = nbgrader("validate", str(SOLUTIONS / name), cwd=tmp_path)
     assert "Success! Your notebook passes all the tests." in solution.stdout, solution.stdout[-2000:]

@@ -23,6 +23,7 @@ import pytest
 from jupyter_client import KernelManager
 
 from course_utils.grading import sandbox as sandbox_module
+from course_utils.grading import sandbox_layout
 from course_utils.grading.sandbox import (
     DROP_ROOT,
     KERNEL_UID_BASE,
@@ -493,7 +494,7 @@ def test_the_user_namespace_mode_runs_as_nobody_too(sandbox, monkeypatch):
     user = ["setpriv", "--reuid=1000", "--regid=1000", "--clear-groups", "--"]
     if subprocess.run([*user, "unshare", "--user", "true"], capture_output=True).returncode != 0:
         pytest.skip("this host does not let unprivileged users create user namespaces")
-    monkeypatch.setattr(sandbox_module, "_stack", lambda: [])  # the venv under /root is not the user's to read
+    monkeypatch.setattr(sandbox_layout, "stack", lambda: [])  # the venv under /root is not the user's to read
     work = Path(tempfile.mkdtemp())
     try:
         os.chown(work, 1000, 1000)

@@ -65,7 +65,7 @@ def test_student_copy_hides_answers_and_expects_check_failures(path):
     nbformat.validate(copy)
     assert solution.metadata.kernelspec.name == "python3" and copy.metadata == solution.metadata
     checks = [c for c in copy.cells if is_check(c)]
-    assert 3 <= len(checks) <= 5
+    assert 1 <= len(checks) <= 5
     for cell in copy.cells:
         assert BEGIN not in cell.source and END not in cell.source
         if is_check(cell):

@@ -9,7 +9,7 @@ import nbformat
 import pytest
 
 from course_utils.grading.grader import SubmissionResult, shared_learners
-from course_utils.grading.run import learner_of
+from course_utils.grading.submission import learner_of
 from course_utils.learner import (
     LEARNER_ENV,
     LearnerNameError,

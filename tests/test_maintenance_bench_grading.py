@@ -1,13 +1,15 @@
 """course_utils.maintenance.bench_grading: the class batch and the command `make bench` times."""
 from __future__ import annotations
 
+from course_utils.grading import EXERCISE_GLOB
 from course_utils.maintenance import bench_grading
 from course_utils.maintenance.repo import SOLUTIONS
 
 
 def test_class_batch_copies_every_solution(tmp_path):
     n = bench_grading.class_batch(tmp_path, 3)
-    solutions = sorted(SOLUTIONS.glob("[0-9]*.ipynb"))
+    solutions = sorted(SOLUTIONS.glob(EXERCISE_GLOB))
+    assert len(solutions) == len(list(SOLUTIONS.parents[1].glob("notebooks/[0-9][0-9]_*.ipynb")))  # one per lesson
     assert n == 3 * len(solutions) == len(list(tmp_path.glob("*.ipynb")))
     for solution in solutions:
         for s in range(3):

@@ -13,7 +13,7 @@ from course_utils.maintenance.build_assets import SPLITS
 def test_assets_are_small():
     total = sum(f.stat().st_size for f in ASSETS.rglob("*") if f.is_file())
     print(f"shipped assets: {total / 1e6:.2f} MB")
-    assert total < 8e6
+    assert total < 10e6  # two tiny models (GPT-2 3.8 MB, Llama 4.2 MB), their tokenizers and two adapters: 9.2 MB
 
 
 @pytest.mark.parametrize("task", ADAPTER_NAMES)

@@ -33,6 +33,7 @@ shorten_repeated_reports
 
 # Called from the exercises' given cells.
 adapter_task
+blocked_adapter
 broken_copy
 broken_folder
 classifier_task
@@ -40,14 +41,18 @@ colleague_adapter
 colleague_share
 combo_task
 entity_colleague
+gguf_adapter
 given_adapter
 half_dtype
 learner_batch
 learner_sentence
+llama_task
 mark_base
 memory_budget
 renamed_colleague
+serving_model
 teammate_model
+teammate_state
 teammate_update
 trainer_run
 try_loading

@@ -47,7 +47,7 @@ def _fail(check_id: str, message: str) -> Verdict:
 @contextmanager
 def _quiet():
     """Library logs and warnings off while judging, then every level and filter exactly as they were (the
-    learner's kernel keeps what it showed: lesson 6's LOAD REPORT clue among them)."""
+    learner's kernel keeps what it showed: lesson 7's LOAD REPORT clue among them)."""
     loggers = [logging.getLogger(name) for name in ("transformers", "peft", "accelerate", "torch")]
     levels = [lg.level for lg in loggers]
     verbosity = transformers.logging.get_verbosity()

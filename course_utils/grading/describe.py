@@ -104,7 +104,7 @@ def _is_lora_layer(module) -> bool:
 
 
 def relations(answers: dict) -> list[list[str]]:
-    """``[kind, a, b]`` for the answers that are one object, one model inside another, or share tensors."""
+    """``[kind, a, b]`` for the answers that are one object, or one model inside another."""
     models = {k: v for k, v in answers.items() if isinstance(v, torch.nn.Module)}
     out = []
     for a, x in models.items():
@@ -117,9 +117,6 @@ def relations(answers: dict) -> list[list[str]]:
             inner = getattr(getattr(y, "base_model", None), "model", None)
             if x is inner or x is getattr(y, "base_model", None):
                 out.append(["inside", a, b])
-            mine = {p.data_ptr() for p in x.parameters() if p.device.type != "meta" and p.numel()}
-            if any(p.data_ptr() in mine for p in y.parameters() if p.device.type != "meta" and p.numel()):
-                out.append(["shares", a, b])
     return out
 
 

@@ -264,9 +264,6 @@ class Evidence:
         """Whether answer ``a`` is the model inside the PeftModel ``b`` (not a copy)."""
         return ("inside", a, b) in self._relations
 
-    def shares(self, a: str, b: str) -> bool:
-        return ("shares", a, b) in self._relations or self.same(a, b)
-
     def model_info(self, name: str) -> dict:
         entry = self.raw(name)
         folder = entry.get("dir") if entry.get("t") == "model" else entry.get("as")

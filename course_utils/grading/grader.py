@@ -6,7 +6,7 @@ then, the kernel gone, ``judge`` here has the trusted checker (``check.py``, wit
 decide each question from that evidence, in this process, which imports nothing the learner wrote; then
 ``gradebook.py`` writes the JSON lines and the CSV. What the notebook printed, raised or computed about itself is
 never trusted. Whatever a path holds, it gets one result line and a gradebook row; several submissions are graded
-side by side (``--jobs``), each worker keeping one warm checker. Grades exercises 1-7.
+side by side (``--jobs``), each worker keeping one warm checker. Grades every exercise.
 """
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ import nbformat
 
 from ..maintenance.repo import SOLUTIONS
 from ..messages import first_line, one_line
+from . import exercise_number
 from .gradebook import select_shard, write_csv
 from .run import (
     CELL_TIMEOUT,
@@ -37,18 +38,12 @@ from .run import (
     Cell,
     Grading,
     Outcome,
-    cells_of,
-    grade_id_of,
-    identify_exercise,
-    is_check,
-    learner_of,
     plan_cells,
-    points_of,
     prepare,
-    read_submission,
     run_cells,
 )
 from .sandbox import MEMORY_GIB, make_sandbox, required_in_ci
+from .submission import cells_of, grade_id_of, identify_exercise, is_check, learner_of, points_of, read_submission
 
 JUDGE_TIMEOUT = 120    # seconds the trusted checker may spend on one question's evidence
 JUDGE_MEMORY = 4 * 2**30  # bytes the trusted checker may allocate for one question's evidence
@@ -163,6 +158,14 @@ def _score(source, plan: list[Cell], outcomes: list[Outcome]) -> list[QuestionRe
     return results
 
 
+def unknown_exercise(solutions) -> str:
+    """The one line for a notebook that matches no solution notebook."""
+    numbers = sorted(n for n in map(exercise_number, solutions) if n)
+    span = f" ({numbers[0]}-{numbers[-1]})" if numbers else ""
+    return (f"not one of the course's exercises{span}: no exercise's grade ids in its cells, and its name does not "
+            "start with Exercise_NN_ (or NN_) for one of them.")
+
+
 def _failed(path: Path, exercise, source, message: str, grading: Grading | None = None) -> SubmissionResult:
     questions = []
     if source is not None:
@@ -183,8 +186,7 @@ def grade_path(path: Path, grading: Grading) -> SubmissionResult:
         if problem is not None:
             return _failed(path, name, source, problem, grading)
         if name is None:
-            return _failed(path, None, None, "not one of the course's exercises (no matching solution notebook).",
-                           grading)
+            return _failed(path, None, None, unknown_exercise(grading.solutions), grading)
         plan, messages = plan_cells(nb, source, grading.cell_timeout, grading.locked_timeout)
         if not cells_of(nb):
             messages.insert(0, "the notebook has no cells (ran the exercise's own cells only).")

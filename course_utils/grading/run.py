@@ -7,14 +7,13 @@ kernel inside the submission's sandbox (``sandbox.py``); a cell that fails, loop
 kills the kernel (the kernel is restarted and the earlier cells replayed) costs only its own question. In the
 kernel a check cell only writes evidence; right after it, ``collect.py`` copies that evidence into a folder of the
 grader's. Judging it is ``grader.py``'s (with ``check.py``), after the kernel has ended. Reading a submission
-never raises: whatever a file holds, ``read_submission`` and ``identify_exercise`` say what it is.
+never raises: whatever a file holds, ``submission.py`` says what it is.
 """
 from __future__ import annotations
 
 import ast
 import json
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -26,13 +25,14 @@ from jupyter_core.utils import run_sync
 from nbclient import NotebookClient
 from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
-from ..learner import LEARNER_ENV, learner_in_outputs
+from ..learner import LEARNER_ENV
 from ..maintenance.notebook_env import ENV
 from ..maintenance.repo import SOLUTIONS
-from ..messages import first_line, one_line
-from . import EVIDENCE_ENV
+from ..messages import first_line
+from . import EVIDENCE_ENV, EXERCISE_GLOB
 from .collect import collect
 from .sandbox import Sandbox, make_sandbox
+from .submission import cells_of, grade_id_of, is_answer, is_check, is_code, text_of
 
 CELL_TIMEOUT = 60      # seconds for one learner-written cell
 LOCKED_TIMEOUT = 120   # seconds for one cell the instructor wrote (imports, given code, checks)
@@ -72,94 +72,13 @@ class Grading:
 def prepare(solutions: str | Path = SOLUTIONS, sandbox: Sandbox | None = None,
             cell_timeout: float = CELL_TIMEOUT, locked_timeout: float = LOCKED_TIMEOUT,
             total_timeout: float = TOTAL_TIMEOUT, shard: str = "") -> Grading:
-    """Read every solution notebook in ``solutions`` (NN_name.ipynb)."""
-    paths = sorted(Path(solutions).glob("[0-9]*.ipynb")) if Path(solutions).is_dir() else []
+    """Read every solution notebook in ``solutions`` (Exercise_NN_name.ipynb)."""
+    paths = sorted(Path(solutions).glob(EXERCISE_GLOB)) if Path(solutions).is_dir() else []
     if not paths:
-        raise ValueError(f"no solution notebooks (NN_name.ipynb) in {solutions}: pass --solutions DIR")
+        raise ValueError(f"no solution notebooks (Exercise_NN_name.ipynb) in {solutions}: pass --solutions DIR")
     read = {p.stem: nbformat.read(p, as_version=4) for p in paths}
     return Grading(read, sandbox or make_sandbox(), cell_timeout, locked_timeout, total_timeout, shard)
 
-
-
-# ------------------------------------------------------------------------------ reading whatever a file holds
-def _text(source) -> str:
-    if isinstance(source, str):
-        return source
-    if isinstance(source, list):
-        return "".join(s for s in source if isinstance(s, str))
-    return ""
-
-
-def _nbgrader(cell) -> dict:
-    meta = cell.get("metadata") if isinstance(cell, dict) else None
-    nbg = meta.get("nbgrader") if isinstance(meta, dict) else None
-    return nbg if isinstance(nbg, dict) else {}
-
-
-def grade_id_of(cell) -> str:
-    gid = _nbgrader(cell).get("grade_id")
-    return gid if isinstance(gid, str) else ""
-
-
-def _is_code(cell) -> bool:
-    return isinstance(cell, dict) and cell.get("cell_type") == "code"
-
-
-def _is_answer(cell) -> bool:
-    return _is_code(cell) and _nbgrader(cell).get("solution") is True
-
-
-def is_check(cell) -> bool:
-    meta = _nbgrader(cell)
-    return _is_code(cell) and meta.get("grade") is True and meta.get("solution") is not True
-
-
-def points_of(cell) -> int:
-    pts = _nbgrader(cell).get("points", 0)
-    return int(pts) if isinstance(pts, (int, float)) and not isinstance(pts, bool) else 0
-
-
-def cells_of(nb) -> list:
-    cells = nb.get("cells") if isinstance(nb, dict) else None
-    return [c for c in cells if isinstance(c, dict)] if isinstance(cells, list) else []
-
-
-def read_submission(path: Path) -> tuple[dict | None, str | None]:
-    """The notebook's JSON object, or None and a one-line reason; never raises."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        return None, f"could not read the file ({one_line(exc)})"
-    if not data.strip():
-        return None, "an empty file: not a notebook (save it from Jupyter and hand it in again)"
-    try:
-        nb = json.loads(data.decode("utf-8"))
-    except UnicodeDecodeError:
-        return None, "not a readable notebook (not UTF-8 text)"
-    except json.JSONDecodeError as exc:
-        return None, f"not a readable notebook (invalid JSON: {exc.msg} at line {exc.lineno})"
-    except RecursionError:
-        return None, "not a readable notebook (JSON nested too deeply)"
-    if not isinstance(nb, dict):
-        return None, f"not a notebook (its JSON is a {type(nb).__name__}, not an object with cells)"
-    return nb, None
-
-
-def identify_exercise(nb, path: Path, names) -> str | None:
-    """The solution stem a submission belongs to: its metadata, then its grade_ids, then its file name."""
-    names = list(names)
-    meta = nb.get("metadata") if isinstance(nb, dict) else None
-    stem = meta.get("course_exercise") if isinstance(meta, dict) else None
-    if isinstance(stem, str) and stem in names:
-        return stem
-    prefixes = {grade_id_of(c).split("_")[0] for c in cells_of(nb) if grade_id_of(c)}
-    for name in names:
-        if f"ex{name[:2]}" in prefixes:
-            return name
-    for name in names:
-        if path.stem.startswith(name) or path.stem.startswith(name[:3]):
-            return name
-    return None
 
 
 # ------------------------------------------------------------------------------ what to run
@@ -173,9 +92,9 @@ def plan_cells(submission, source, cell_timeout: float = CELL_TIMEOUT,
     extras: dict[str, list[str]] = {}
     anchor, order = "", []
     for cell in cells_of(submission):
-        if not _is_code(cell):
+        if not is_code(cell):
             continue
-        gid, text = grade_id_of(cell), _text(cell.get("source"))
+        gid, text = grade_id_of(cell), text_of(cell.get("source"))
         if gid in known and gid not in mine:
             mine[gid] = text
             order.append(gid)
@@ -192,7 +111,7 @@ def plan_cells(submission, source, cell_timeout: float = CELL_TIMEOUT,
     setup = ""
     for cell in src_cells:
         gid = grade_id_of(cell)
-        if _is_answer(cell):
+        if is_answer(cell):
             if gid in mine:
                 plan.append(Cell(mine[gid], "answer", gid, cell_timeout))
             else:
@@ -264,22 +183,6 @@ def _cell_source(cell: Cell, evidence: Path, learner: str) -> str:
     if cell.kind not in ("check", "given"):
         return cell.source
     return _GRADER_LINE.format(env={EVIDENCE_ENV: str(evidence), LEARNER_ENV: learner}) + cell.source
-
-
-def learner_of(nb, path: Path) -> str:
-    """Whose data a submission holds: the name its first cell printed; else, in nbgrader's layout
-    (``submitted/STUDENT/ASSIGNMENT/x.ipynb``), the student; else the file's name."""
-    texts = []
-    for cell in cells_of(nb)[:8]:
-        outputs = cell.get("outputs") if isinstance(cell.get("outputs"), list) else []
-        texts += [_text(o.get("text")) for o in outputs if isinstance(o, dict)]
-    found = learner_in_outputs(texts)
-    if found:
-        return found
-    parts = path.parts
-    candidate = parts[-3] if len(parts) >= 4 and parts[-4] in ("submitted", "autograded") else path.stem
-    cleaned = re.sub(r"[^A-Za-z0-9._@+-]", "_", candidate)[:64].lstrip("._@+-")
-    return cleaned or "learner"
 
 
 def run_cells(cells: list[Cell], workdir: Path, grading: Grading, messages: list[str] | None = None,

@@ -4,10 +4,10 @@ The kernel runs as an unprivileged uid (65534, ``nobody``, or one of its own per
 with no capabilities (effective, permitted, inheritable, ambient or bounding) and ``no_new_privs``. When the
 grader runs as root, bwrap builds the sandbox and ``setpriv`` drops to that uid inside it (mode ``drop-root``);
 otherwise bwrap maps the caller to nobody in a new user namespace (mode ``user-namespace``). Its root file system
-is built from read-only binds of only what it needs: ``/usr`` (and the host's ``/bin``, ``/lib``... links), the
-interpreter's tree, the virtual environment, the site-packages folders, the ``course_utils`` package folder (not
-the checkout: solutions, tests, ``.git`` are absent), the folders the grader names and a few ``/etc`` files. It
-writes only its own folder, plus a small private ``/tmp`` and ``/dev/shm``.
+(``sandbox_layout.py``) is built from read-only binds of only what it needs: ``/usr`` (and the host's ``/bin``,
+``/lib``... links), the interpreter's tree, the virtual environment, the site-packages folders, the ``course_utils``
+package folder (not the checkout: solutions, tests, ``.git`` are absent), the folders the grader names and a few
+``/etc`` files. It writes only its own folder, plus a small private ``/tmp`` and ``/dev/shm``.
 It sees a fresh ``/proc`` of its own PID namespace, has no network (only its own loopback), its own IPC and UTS
 namespaces, none of the grader's environment variables but ``$COURSE_MODEL`` and ``$TZ``, and every process it
 starts ends with it (``--die-with-parent``, ``--new-session``). ``prlimit`` caps each of its processes: address
@@ -45,6 +45,7 @@ from jupyter_client.kernelspec import KernelSpecManager
 
 from ..maintenance.notebook_env import ENV
 from . import cgroups
+from .sandbox_layout import ancestors, binds, environment, etc_files, host_folders, host_layout, tree
 
 MEMORY_GIB = 4.0          # default memory cap of one submission's kernel (address space, GiB)
 SANDBOX_KERNEL = "course-grading-sandbox"
@@ -55,10 +56,6 @@ USER_NAMESPACE = "user-namespace"    # bwrap runs unprivileged; a user namespace
 NOBODY = 65534
 UNSAFE_FLAG = "--unsafe-no-sandbox"
 CI_VALUES = ("1", "true", "yes")
-HOST_LINKS = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")   # links into /usr, or folders, on the host
-ETC_FILES = ("passwd", "group", "nsswitch.conf", "ld.so.cache", "localtime")
-PASSED_ENV = ("COURSE_MODEL", "TZ")  # the only grader variables the kernel sees
-CREATED = ("/", "/tmp", "/etc", "/dev", "/proc")  # folders that exist in the sandbox before any bind
 SETPRIV_ARGS = (f"--regid={NOBODY}", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all", "--no-new-privs")
 # In drop-root mode each kernel gets a uid of its own, this plus its grading process's pid (unique among live
 # processes): RLIMIT_NPROC counts per uid, so one submission's fork bomb cannot starve a neighbour's threads.
@@ -161,7 +158,7 @@ class Sandbox:
             inner = command
             identity = ["--unshare-user", "--uid", str(NOBODY), "--gid", str(NOBODY), "--cap-drop", "ALL"]
         return [self.bwrap, *identity, *NAMESPACES, *self._file_system(Path(workdir), readable),
-                *_environment(Path(workdir), env or {}), *self._limited(inner)]
+                *environment(Path(workdir), env or {}), *self._limited(inner)]
 
     def _limited(self, command: list[str]) -> list[str]:
         prlimit = shutil.which("prlimit")
@@ -179,12 +176,12 @@ class Sandbox:
     def _file_system(self, workdir: Path, readable: tuple[Path, ...]) -> list[str]:
         tmpfs = [arg for dest in ("/dev/shm", "/tmp") for arg in
                  ("--perms", "1777", "--size", str(self.limits.tmp_bytes), "--tmpfs", dest)]
-        args = ["--proc", "/proc", "--dev", "/dev", *tmpfs, *_host_layout(), *_etc()]
-        binds = _binds(workdir, readable)
-        covered = [*_host_folders(), *(path for _, path in binds)]
+        args = ["--proc", "/proc", "--dev", "/dev", *tmpfs, *host_layout(), *etc_files()]
+        bound = binds(workdir, readable)
+        covered = [*host_folders(), *(path for _, path in bound)]
         made: set[Path] = set()
-        for how, path in binds:
-            args += [*_ancestors(path, covered, made), how, os.path.realpath(path), str(path)]
+        for how, path in bound:
+            args += [*ancestors(path, covered, made), how, os.path.realpath(path), str(path)]
         return [*args, "--chdir", str(workdir)]
 
     def kernel_argv(self, workdir: Path, readable: tuple[Path, ...] = ()) -> list[str]:
@@ -201,10 +198,10 @@ class Sandbox:
         and gid 65534 may read what "other" may not; in the other modes the caller's files are already its)."""
         if self.level == NONE or self.mode != DROP_ROOT:
             return
-        for path in _tree(Path(workdir)):
+        for path in tree(Path(workdir)):
             os.lchown(path, self.uid, NOBODY)
         for folder in readable:
-            for path in _tree(Path(folder)):
+            for path in tree(Path(folder)):
                 share_with_nobody(path)
 
     def groups(self, workdir: Path) -> list[Path]:
@@ -326,86 +323,3 @@ def _sharing_connection_file(manager: type[KernelManager]) -> type[KernelManager
 def _capped(limit: int, value: int) -> int:
     hard = resource.getrlimit(limit)[1]
     return value if hard == resource.RLIM_INFINITY else min(value, hard)
-
-
-def _tree(root: Path) -> list[Path]:
-    """``root`` and everything under it, links not followed."""
-    if not root.is_dir() or root.is_symlink():
-        return [root] if os.path.lexists(root) else []
-    paths = [root]
-    for folder, dirs, files in os.walk(root):
-        paths += [Path(folder, name) for name in (*dirs, *files)]
-    return paths
-
-
-def _host_folders() -> list[Path]:
-    """The host folders bound whole at their own path: ``/usr`` and those of ``HOST_LINKS`` that are not links."""
-    return [Path("/usr"), *(p for p in (Path("/", n) for n in HOST_LINKS) if p.is_dir() and not p.is_symlink())]
-
-
-def _host_layout() -> list[str]:
-    args = []
-    for name in HOST_LINKS:
-        path = Path("/", name)
-        if path.is_symlink():
-            args += ["--symlink", os.readlink(path), str(path)]
-    return [*args, *(arg for p in _host_folders() for arg in ("--ro-bind", str(p), str(p)))]
-
-
-def _etc() -> list[str]:
-    args = ["--perms", "0755", "--dir", "/etc"]
-    for name in ETC_FILES:
-        path = Path("/etc", name)
-        if path.is_symlink():
-            args += ["--symlink", os.readlink(path), str(path)]
-        elif path.is_file():
-            args += ["--ro-bind", str(path), str(path)]
-    return args
-
-
-def _stack() -> list[Path]:
-    """What the kernel's interpreter reads, as it names it: the interpreter's tree, the virtual environment, the
-    site-packages folders, the course package (its folder only: an editable install maps it into the checkout)
-    and the ``$COURSE_MODEL`` folder, if one is set."""
-    package = Path(os.path.abspath(__file__)).parents[1]
-    sites = [p for p in sys.path if Path(p).name in ("site-packages", "dist-packages")]
-    model = os.environ.get("COURSE_MODEL", "").strip()
-    paths = [sys.base_prefix, sys.base_exec_prefix, sys.prefix, sys.exec_prefix, *sites, package,
-             Path(os.path.realpath(sys.executable)).parent.parent]
-    if model and Path(model).expanduser().is_dir():
-        paths.append(Path(model).expanduser())
-    return [Path(os.path.abspath(p)) for p in paths]
-
-
-def _binds(workdir: Path, readable: tuple[Path, ...]) -> list[tuple[str, Path]]:
-    """(``--ro-bind`` or ``--bind``, path) of every folder bound at its own path, outer ones first; the stack and
-    ``readable`` read-only (only the outermost of nested ones, none under ``/usr``), ``workdir`` writable."""
-    wanted = {p for p in (*_stack(), *(Path(os.path.abspath(r)) for r in readable)) if p.exists()}
-    wanted = {p for p in wanted if not _under(p, _host_folders())}
-    outer = [p for p in wanted if not any(q != p and p.is_relative_to(q) for q in wanted)]
-    binds = [*(("--ro-bind", p) for p in outer), ("--bind", Path(os.path.abspath(workdir)))]
-    return sorted(binds, key=lambda bind: bind[1].parts)
-
-
-def _ancestors(path: Path, covered: list[Path], made: set[Path]) -> list[str]:
-    """``--dir`` for each ancestor of ``path`` the sandbox lacks, mode 0755: bwrap would make it 0700, which
-    nobody cannot enter."""
-    args = []
-    for parent in reversed(path.parents):
-        if str(parent) in CREATED or parent in made or _under(parent, covered):
-            continue
-        made.add(parent)
-        args += ["--perms", "0755", "--dir", str(parent)]
-    return args
-
-
-def _under(path: Path, roots: list[Path]) -> bool:
-    return any(path.is_relative_to(root) for root in roots)
-
-
-def _environment(workdir: Path, env: dict[str, str]) -> list[str]:
-    """bwrap's arguments that replace the grader's environment with the sandbox's own plus ``env``."""
-    values = {"PATH": f"{os.path.abspath(sys.prefix)}/bin:/usr/local/bin:/usr/bin:/bin", "HOME": str(workdir),
-              "USER": "nobody", "LOGNAME": "nobody", "LANG": "C.UTF-8", "TMPDIR": "/tmp", "PYTHONNOUSERSITE": "1",
-              **{name: os.environ[name] for name in PASSED_ENV if name in os.environ}, **env}
-    return ["--clearenv", *(arg for name, value in values.items() for arg in ("--setenv", name, value))]

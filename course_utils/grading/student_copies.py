@@ -5,7 +5,7 @@ The solution notebooks in ``exercises/solutions/`` are the one source. They mark
 each answer region with a stub that sets the answer's names to None, and stores the outputs a fresh run
 of the copy gives: the given cells' outputs (copied from the solution), nothing for the answer cells, and
 for each check cell (tagged ``raises-exception``) the ✗ error its unanswered check raises. Strict nbval
-then proves that the solutions pass and the stubs do not. Used by the exercises of lessons 1-5.
+then proves that the solutions pass and the stubs do not. Used by every exercise.
 
 ``python -m course_utils exercises release DIR`` writes the handout instead: the same copies with no stored
 outputs at all (a learner sees no ✗ line before running anything), a README, and no solution.
@@ -25,6 +25,7 @@ from ..folders import staged_folder
 from ..maintenance.execute import execute_notebook
 from ..maintenance.repo import EXERCISES, SOLUTIONS
 from ..messages import one_line
+from . import EXERCISE_GLOB
 from .checks import CHECKS, stub_message
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
@@ -135,7 +136,7 @@ def student_copy(solution) -> nbformat.NotebookNode:
 
 
 def solution_paths(folder: Path = SOLUTIONS) -> list[Path]:
-    return sorted(Path(folder).glob("[0-9]*.ipynb"))
+    return sorted(Path(folder).glob(EXERCISE_GLOB))
 
 
 def render(nb) -> str:
@@ -205,8 +206,8 @@ def handout_copy(solution) -> nbformat.NotebookNode:
 
 HANDOUT_README = """# Exercises
 
-One notebook per lesson of the course. Open one in Jupyter (kernel "peft-course", with `course_utils`
-installed), write each answer where a cell says `# YOUR CODE HERE` (replace the `None`s), run it, then run
+One notebook per lesson of the course. Open one in Jupyter (kernel "Python 3 (ipykernel)", named python3,
+with `course_utils` installed), write each answer where a cell says `# YOUR CODE HERE` (replace the `None`s), run it, then run
 the check cell under it: ✓ means the question is done, ✗ says what is still wrong. Files the exercises
 save go to `saved/` next to the notebooks. Hand in the `.ipynb` files.
 """

@@ -9,13 +9,14 @@ import shutil
 import sys
 from pathlib import Path
 
+from ..grading import EXERCISE_GLOB
 from .repo import SOLUTIONS
 
 
 def class_batch(folder: Path, students: int) -> int:
     """Write ``students`` copies of each solution into ``folder``; return how many were written."""
     count = 0
-    for solution in sorted(SOLUTIONS.glob("[0-9]*.ipynb")):
+    for solution in sorted(SOLUTIONS.glob(EXERCISE_GLOB)):
         for s in range(students):
             shutil.copyfile(solution, Path(folder) / f"{solution.stem}_s{s:03d}.ipynb")
             count += 1

@@ -3,14 +3,17 @@
 A judge runs in the trusted checker on an ``Evidence`` (``grading/evidence.py``): the models it sees were rebuilt
 by the checker from the saved tensors, the folders are copies taken when the check cell ran, and the reference
 models come from the course's own seeded recipes, never from the learner's kernel. A judge returns the detail of
-its ✓ line or raises ``Wrong`` with the ✗ line. Used by ``ex01.py`` ... ``ex07.py``.
+its ✓ line or raises ``Wrong`` with the ✗ line. Used by ``ex01.py`` ... ``ex09.py``.
 """
 from __future__ import annotations
 
 import operator
+import secrets
+import warnings
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import lru_cache, wraps
 from pathlib import Path
 
 import numpy as np
@@ -222,27 +225,44 @@ def dtype_counts(params) -> dict[str, int]:
     return counts
 
 
-def not_shared(ev: Evidence, name: str, reference: str, what: str = "the model you saved") -> None:
-    """Fail when answer ``name`` is the given model ``reference`` itself or shares its tensors."""
-    require(not ev.same(name, reference), f"`{name}` is the very model you saved: reload it from the folder into a "
-                                          "new base model.")
-    require(not ev.shares(name, reference), f"`{name}` shares weights with {what}: build it on a fresh base model "
-                                            "(load_base_model()).")
+@contextmanager
+def secret_rng():
+    """torch's RNG seeded from ``secrets`` inside the block; the learner's RNG state is as it was after it."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(secrets.randbits(63))
+        yield
 
 
-def frozen(model, name: str) -> None:
-    trainable = sum(p.requires_grad for p in model.parameters())
-    require(trainable == 0, f"{trainable} tensors of `{name}` require grad, like the model you built: it was not "
-                            "loaded from the folder for inference (a reload is frozen by default).")
+def train_looking(model) -> None:
+    """Move every trainable tensor of ``model`` at random, as training would (call inside ``secret_rng``)."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.requires_grad:
+                p.add_(torch.randn_like(p) * (0.05 if "lora_" in name else 0.02))
 
 
-def loaded_from(ev: Evidence, name: str, path: Path, reference, given: str | None) -> str:
-    """A PeftModel on a fresh base, loaded frozen from ``path``: the file's values, the reference's logits."""
-    model = peft_model(ev, name)
-    if given is not None and ev.has(given):
-        not_shared(ev, name, given)
-    adapter = active(model, name)
-    require(holds(model, adapter, weights_of(path)),
-            f"the active adapter of `{name}` does not hold the weights in {path.name}/{WEIGHTS_FILE}.")
-    frozen(model, name)
-    return same_logits(reference, model, f"`{name}`")
+def own_rng(judge):
+    """``judge`` run with a torch RNG of its own: a self-check in the learner's kernel leaves theirs as it was."""
+    @wraps(judge)
+    def judged(ev: Evidence) -> str:
+        with torch.random.fork_rng(devices=[]):
+            return judge(ev)
+    return judged
+
+
+def quiet_save(model, target) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.save_pretrained(str(target))
+
+
+def given_snapshot(ev: Evidence, given_id: str, name: str) -> Path:
+    """The snapshot of folder ``name`` that the given cell ``given_id`` recorded as it ended."""
+    snap = ev.earlier(given_id)
+    require(snap is not None and snap.has(name), f"the given cell `{given_id}` did not run in this notebook: run "
+                                                 "the notebook from its first cell.")
+    path = snap.value(name)
+    require(isinstance(path, Path) and path.is_dir(), f"the given cell `{given_id}` saved nothing: run the "
+                                                      "notebook from its first cell.")
+    return path
+
