@@ -11,16 +11,17 @@ HF_HUB_OFFLINE ?= 1
 export HF_HUB_OFFLINE
 export PYTHONHASHSEED := 0
 
-.PHONY: help setup lab test lint check-notebooks outputs doctor assets bench clean
+.PHONY: help setup lab lab-instructor test lint check-notebooks outputs doctor assets bench clean
 
 help:
 	@echo "make lab             set up .venv (first run only) and open JupyterLab on notebooks/"
+	@echo "make lab-instructor  the same JupyterLab with nbgrader's menu, Validate button and formgrader"
 	@echo "make test            set up .venv (first run only) and run every test and notebook check"
 	@echo "make outputs         re-execute every notebook and store its outputs"
 	@echo "make doctor          check versions, device and every adapter load path"
-	@echo "make assets          rebuild the shipped tiny model and adapters (a few minutes)"
+	@echo "make assets          rebuild the shipped tiny models (GPT-2, Llama) and adapters (a few minutes)"
 	@echo "make check-notebooks strict nbval on every lesson, solution and student copy, in parallel"
-	@echo "make lint            ruff check (make test runs it)"
+	@echo "make lint            ruff, deptry and vulture (make test runs it)"
 	@echo "make bench           adapter vs full-model size, save/load/switch time and memory -> benchmarks/"
 
 setup:
@@ -30,19 +31,30 @@ setup:
 ROOT_ARGS := $(if $(filter 0,$(shell id -u)),--allow-root)
 
 # Opens on the start page, in the course's workspace and settings (scripts/lab_settings.py), and offers only the
-# kernel the notebooks name.
+# kernel the notebooks name (python3, the venv's: scripts/register_kernel.py).
+LAB_CMD = $(VENV)/bin/jupyter lab --ServerApp.root_dir="$(CURDIR)" \
+		--LabApp.default_url=/lab/workspaces/peft-course/tree/notebooks/START_HERE.md \
+		--KernelSpecManager.allowed_kernelspecs=python3 $(ROOT_ARGS) $(LAB_ARGS)
+# Learners see no nbgrader: config/learner-lab turns its lab extension and server extensions off (stock
+# Jupyter config, read first through JUPYTER_CONFIG_PATH). The instructor's lab reads only the venv's config.
 lab: setup
 	@$(if $(ROOT_ARGS),echo "lab: running as root (a container?): adding --allow-root")
-	$(VENV)/bin/jupyter lab --ServerApp.root_dir="$(CURDIR)" --LabApp.default_url=/lab/workspaces/peft-course/tree/notebooks/START_HERE.md \
-		--KernelSpecManager.allowed_kernelspecs=python3 $(ROOT_ARGS) $(LAB_ARGS)
+	JUPYTER_CONFIG_PATH="$(CURDIR)/config/learner-lab" $(LAB_CMD)
+
+lab-instructor: setup
+	@$(if $(ROOT_ARGS),echo "lab-instructor: running as root (a container?): adding --allow-root")
+	$(LAB_CMD)
 
 test: export OMP_NUM_THREADS := 1
 test: setup lint
 	$(PY) -m pytest -n 2 --dist loadfile tests
 	$(MAKE) --no-print-directory check-notebooks
 
+# ruff: style, bugs, complexity. deptry: every import is declared in pyproject.toml. vulture: no dead code.
 lint: setup
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/deptry .
+	$(VENV)/bin/vulture
 
 # Strict nbval, one notebook per xdist worker at a time (a notebook's cells share one kernel). `make bench`
 # reports how this command's wall time compares with the floor N x t / c (N notebooks, t a bare

@@ -55,6 +55,8 @@ def _exercises(args) -> int:
 
 
 def _diagnose(args) -> int:
+    if args.engine is not None:
+        return _load(".engines").run_engine_check(args.path, args.engine, base=args.base)
     diagnose = _load(".diagnosis").diagnose
     if args.base is not None:
         quiet_libraries = _load(".lesson_setup").quiet_libraries
@@ -64,13 +66,17 @@ def _diagnose(args) -> int:
     return 0 if report.ok else 1
 
 
+def _export_gguf(args) -> int:
+    return _load(".gguf_export").run_export(args.path, out=args.out)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m course_utils", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("doctor", help="check the environment and every adapter load path")
     p.add_argument("--quiet", action="store_true", help="print only problems and the verdict")
     p.set_defaults(func=_doctor)
-    p = sub.add_parser("build-assets", help="rebuild the shipped tiny model, tokenizer and adapters")
+    p = sub.add_parser("build-assets", help="rebuild the shipped tiny models (GPT-2, Llama), tokenizer and adapters")
     p.add_argument("--dest", help="write here instead of the package's assets folder")
     p.set_defaults(func=_build_assets)
     p = sub.add_parser("execute", help="re-execute notebooks in place and store their outputs")
@@ -107,7 +113,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("path", help="the adapter folder")
     p.add_argument("--base", metavar="MODEL",
                    help='also check it fits this base model: a local folder, or "course" for the course model')
+    p.add_argument("--for", dest="engine", metavar="ENGINE",
+                   help="instead, check it against a serving engine's limits: vllm, llama.cpp or tgi")
     p.set_defaults(func=_diagnose)
+    p = sub.add_parser("export-gguf", help="write the adapter as a GGUF LoRA for llama.cpp (--lora FILE)")
+    p.add_argument("path", help="the adapter folder")
+    p.add_argument("--out", metavar="FILE", help="the .gguf file to write (default: FOLDER/adapter_model.gguf)")
+    p.set_defaults(func=_export_gguf)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -1,6 +1,8 @@
 """Where the course's shipped assets live, which model the course runs on, and its cache folder.
 
-Defined in lesson 1 (``course_model()``); every lesson reaches it through ``load_base_model``.
+Defined in lesson 1 (``course_model()``); every lesson reaches it through ``load_base_model``. The second
+shipped base, ``course_model("llama")``, has Llama's architecture: it is the course's check that what it
+teaches holds beyond GPT-2's quirks.
 """
 from __future__ import annotations
 
@@ -9,13 +11,23 @@ from pathlib import Path
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 SHIPPED_MODEL = ASSETS / "tiny-gpt2"
+SHIPPED_LLAMA = ASSETS / "tiny-llama"
 SHIPPED_ADAPTERS = ASSETS / "adapters"
+# The shipped bases by architecture; the shipped adapters fit only "gpt2".
+SHIPPED_ARCHITECTURES = {"gpt2": SHIPPED_MODEL, "llama": SHIPPED_LLAMA}
 ADAPTER_NAMES = ("spanish_sentiment", "english_ner")
 COURSE_MODEL_ENV = "COURSE_MODEL"
 
 
-def course_model() -> str:
-    """The model the course runs on: ``$COURSE_MODEL`` if set (a Hub id or a local folder), else the shipped one."""
+def course_model(arch: str | None = None) -> str:
+    """The model the course runs on: ``$COURSE_MODEL`` if set (a Hub id or a local folder), else the shipped one.
+
+    ``arch`` (``"gpt2"`` or ``"llama"``) asks for that shipped base instead, whatever ``$COURSE_MODEL`` says.
+    """
+    if arch is not None:
+        if arch not in SHIPPED_ARCHITECTURES:
+            raise ValueError(f"No shipped model for arch={arch!r}: choose one of {', '.join(map(repr, SHIPPED_ARCHITECTURES))}.")
+        return str(SHIPPED_ARCHITECTURES[arch])
     override = os.environ.get(COURSE_MODEL_ENV, "").strip()
     return override or str(SHIPPED_MODEL)
 

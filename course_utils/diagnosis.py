@@ -1,6 +1,6 @@
 """``diagnose(path)``: what is wrong with an adapter folder, one line per problem: what, the evidence, where to read.
 
-Defined in lesson 3 (``diagnose``, ``python -m course_utils diagnose PATH [--base MODEL]``); lessons 6 and 7 add the
+Defined in lesson 3 (``diagnose``, ``python -m course_utils diagnose PATH [--base MODEL]``); lessons 6 to 9 add the
 failures of training and shipping: empty (ZeRO-3) saves, settings from a newer peft, embeddings saved for added
 tokens, classification heads, renamed module paths.
 

@@ -3,7 +3,7 @@ adapter's target modules exist there, do its module paths, and do its tensors fi
 and heads?
 
 The base model is built on the ``meta`` device from its ``config.json`` (no weights read), through transformers.
-Each check adds findings to a ``Diagnosis`` (see ``diagnosis_report``). Defined in lessons 3, 6 and 7.
+Each check adds findings to a ``Diagnosis`` (see ``diagnosis_report``). Defined in lessons 3 and 6 to 9.
 """
 from __future__ import annotations
 

@@ -3,7 +3,7 @@
 ``adapter_model.safetensors`` (each tensor's dtype, shape and byte range; the LoRA pairs against the config).
 
 No torch, no peft import, nothing loaded or unpickled: the installed peft's settings and types are read from its
-source. Each check adds findings to a ``Diagnosis`` (see ``diagnosis_report``). Defined in lessons 3, 6 and 7.
+source. Each check adds findings to a ``Diagnosis`` (see ``diagnosis_report``). Defined in lessons 3 and 6 to 9.
 """
 from __future__ import annotations
 

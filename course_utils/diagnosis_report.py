@@ -54,17 +54,17 @@ DIAGNOSE = Reading(3, 7, "Diagnose a folder before you load it", CHECKPOINT_DOCS
 BASE_MODEL = Reading(3, 7, "Diagnose a folder before you load it", TRANSFORMERS_PEFT_DOCS)
 # Lesson 5: several adapters in one folder.
 MULTI_ADAPTER = Reading(5, 4, "What save_pretrained writes for two named adapters", PEFT_MODEL_DOCS)
-# Lesson 6: training problems.
-NEW_TOKENS = Reading(6, 1, "New tokens: what the adapter must carry", TROUBLESHOOTING_DOCS + "#extending-the-vocabulary",
-                     "The symptom: size mismatch on a fresh base")
-TRAINABLE_TOKENS = Reading(6, 1, "New tokens: what the adapter must carry",
-                           TROUBLESHOOTING_DOCS + "#extending-the-vocabulary", "A lighter way: trainable_token_indices")
-HEADS = Reading(6, 2, "Classification heads", TROUBLESHOOTING_DOCS + "#randomly-initialized-layers")
-# Lesson 7: shipping.
-NEWER_PEFT = Reading(7, 1, "Version drift", TROUBLESHOOTING_DOCS + "#version-mismatch", "An adapter saved by a newer peft")
-RENAMED = Reading(7, 1, "Version drift", PEFT_MODEL_DOCS, "Module paths renamed by a transformers refactor")
-ZERO3 = Reading(7, 6, "Empty adapters and quantized bases", DEEPSPEED_DOCS, "The empty adapter (DeepSpeed ZeRO-3)")
-
+# Lesson 6: new tokens.
+NEW_TOKENS = Reading(6, 3, "The symptom: size mismatch on a fresh base", TROUBLESHOOTING_DOCS + "#extending-the-vocabulary")
+TRAINABLE_TOKENS = Reading(6, 4, "A lighter way: trainable_token_indices",
+                           TROUBLESHOOTING_DOCS + "#extending-the-vocabulary")
+# Lesson 7: classification heads.
+HEADS = Reading(7, 1, "Classification heads", TROUBLESHOOTING_DOCS + "#randomly-initialized-layers")
+# Lesson 8: version drift.
+NEWER_PEFT = Reading(8, 1, "An adapter saved by a newer peft", TROUBLESHOOTING_DOCS + "#version-mismatch")
+RENAMED = Reading(8, 2, "Module paths renamed by a transformers refactor", PEFT_MODEL_DOCS)
+# Lesson 9: shipping.
+ZERO3 = Reading(9, 5, "Empty adapters and quantized bases", DEEPSPEED_DOCS, "The empty adapter (DeepSpeed ZeRO-3)")
 
 def finding(text: str, read: Reading) -> str:
     """One line: the problem and its evidence (``text``), then where to read."""

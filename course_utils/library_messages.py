@@ -1,21 +1,20 @@
 """Showing the warnings a library call gives, as stable text in the notebook's output.
 
-Defined in lesson 6 (``library_messages``). ``setup_notebook`` quiets transformers and peft so that lessons are
-readable; the problems of lessons 6 and 7 are *announced* by warnings, so this context manager turns them back on
-for one block and prints each one, as the library wrote it, without colour codes or this machine's folder names.
+Defined in lesson 6 (``library_messages``); lessons 6 to 9 use it. The problems of those lessons are *announced*
+by warnings, so this context manager collects the warnings of one block and prints each one, as the library wrote
+it, without colour codes or this machine's folder names.
+A LOAD REPORT that transformers logged before in this kernel is printed as one line (``load_reports``).
 """
 from __future__ import annotations
 
 import logging
-import os
 import re
 import warnings
 from contextlib import contextmanager
-from pathlib import Path
 
 from .lesson_setup import NOISY_WARNINGS
+from .load_reports import REPORTS, clean
 
-ANSI = re.compile(r"\x1b?\[[0-9;]*m")
 LOGGERS = ("transformers", "peft")
 
 
@@ -30,19 +29,14 @@ class _Collect(logging.Handler):
             self.records.append(record)
 
 
-def clean(text: str, root: str | Path | None = None) -> str:
-    """``text`` without terminal colour codes, with paths under ``root`` (default: the working folder) relative."""
-    root = str(Path(root if root is not None else os.getcwd()).resolve())
-    return ANSI.sub("", str(text)).replace(root + os.sep, "").replace(root, ".").rstrip()
-
-
 @contextmanager
 def library_messages(max_lines: int = 12, unhide: tuple[str, ...] = (), max_chars: int = 400):
     """Run the block with Python warnings and transformers/peft log warnings on, then print each one.
 
     Every message is printed once, as ``Category: text`` (at most ``max_lines`` lines of ``max_chars`` each). Prints
-    ``(no warnings)`` when there were none, so a fix is visibly silent. The messages ``setup_notebook``
-    hides as noise stay hidden, except those containing one of the ``unhide`` strings.
+    ``(no warnings)`` when there were none, so a fix is visibly silent. The messages of ``NOISY_WARNINGS`` (those the
+    command-line tools hide) stay hidden, except those containing one of the ``unhide`` strings. A LOAD REPORT already
+    shown in this kernel is printed as one line (``REPORTS``).
     """
     hidden = [p for p in NOISY_WARNINGS if not any(u in p for u in unhide)]
     handler = _Collect(hidden)
@@ -74,7 +68,7 @@ def _cut(line: str, max_chars: int) -> str:
 def _print(caught, records, max_lines: int, max_chars: int) -> None:
     """Each message once, even when the block raised (a library often logs the details, then raises)."""
     shown = [f"{w.category.__name__}: {w.message}" for w in caught]
-    shown += [f"{r.name} {r.levelname}: {r.getMessage()}" for r in records]
+    shown += [f"{r.name} {r.levelname}: {REPORTS.shorten(r.getMessage())}" for r in records]
     seen = []
     for text in map(clean, shown):
         if text not in seen:

@@ -112,11 +112,6 @@ def _all_quizzes() -> dict[str, dict]:
     return json.loads(QUIZ_FILE.read_text(encoding="utf-8"))
 
 
-def quiz_ids() -> list[str]:
-    """Every quiz id in the data file, e.g. ``l01_q1``."""
-    return list(_all_quizzes())
-
-
 def load_quiz(quiz_id: str) -> Quiz:
     """The quiz stored under ``quiz_id`` in ``course_utils/data/quizzes.json``."""
     quizzes = _all_quizzes()

@@ -2,7 +2,7 @@
 
 Defined in lesson 2: ``logits_of`` and ``compare_logits`` are shown there as cells, and
 ``tests/test_roundtrip.py`` checks that the lesson's copy equals this one. The doctor, the exercises'
-checks and lessons 3-5 import them from here.
+checks and the later lessons import them from here.
 """
 from __future__ import annotations
 

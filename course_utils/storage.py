@@ -10,8 +10,9 @@ import torch
 from transformers import AutoModelForCausalLM, PretrainedConfig
 
 from .adapter_format import in_out_features, matches_target, unmatched_targets
+from .target_modules import linear_module_names
 
-DEFAULT_TARGETS = ("c_attn", "c_proj", "c_fc")
+DEFAULT_TARGETS = ("c_attn", "c_proj", "c_fc")  # GPT-2's; other architectures offer their own linear_module_names
 
 
 def as_model(model_or_config):
@@ -23,11 +24,6 @@ def as_model(model_or_config):
                         f"got {type(model_or_config).__name__}.")
     with torch.device("meta"):
         return AutoModelForCausalLM.from_config(model_or_config)
-
-
-def parameter_count(model_or_config) -> int:
-    """Number of parameters, each shared (tied) tensor counted once, as ``model.parameters()`` does."""
-    return sum(p.numel() for p in as_model(model_or_config).parameters())
 
 
 def full_model_bytes(model_or_config) -> int:
@@ -42,16 +38,24 @@ def target_shapes(model_or_config, targets) -> dict[str, tuple[int, int]]:
     targets = list(targets)
     if not targets:
         raise ValueError("targets is empty: name at least one module type, e.g. ['c_attn'].")
+    model = as_model(model_or_config)
     found = {}
-    for name, module in as_model(model_or_config).named_modules():
+    for name, module in model.named_modules():
         shape = in_out_features(module)
         if shape and matches_target(name, targets) and not hasattr(module, "num_embeddings"):
             found[name] = shape
     missing = sorted(unmatched_targets(targets, found))
     if missing:
         raise ValueError(f"Target modules {missing} not found in the model: use names such as "
-                         f"{', '.join(DEFAULT_TARGETS)} for GPT-2.")
+                         f"{', '.join(linear_module_names(model))} for this {type(model).__name__}.")
     return found
+
+
+def default_targets(model_or_config) -> tuple[str, ...]:
+    """GPT-2's ``DEFAULT_TARGETS`` when the model has them all, else its own ``linear_module_names``."""
+    model = as_model(model_or_config)
+    names = [name for name, _ in model.named_modules()]
+    return DEFAULT_TARGETS if not unmatched_targets(DEFAULT_TARGETS, names) else tuple(linear_module_names(model))
 
 
 def lora_parameter_count(model_or_config, r: int, targets) -> int:
@@ -66,12 +70,6 @@ def adapter_bytes(model_or_config, r: int, targets, dtype: torch.dtype = torch.f
     return lora_parameter_count(model_or_config, r, targets) * torch.empty((), dtype=dtype).element_size()
 
 
-def storage_ratio(model_or_config, r: int, targets) -> float:
-    """How many adapters fit in the bytes of one full model."""
-    model = as_model(model_or_config)
-    return full_model_bytes(model) / adapter_bytes(model, r, targets)
-
-
 def describe_sizes(model_or_config, r: int, targets) -> str:
     """One line: adapter bytes, full model bytes and their ratio for rank ``r`` on ``targets``."""
     model = as_model(model_or_config)
@@ -82,9 +80,13 @@ def describe_sizes(model_or_config, r: int, targets) -> str:
             f"-> the full model is {full / adapter:,.0f}x larger")
 
 
-def rank_explorer(model_or_config, max_rank: int = 64, targets=DEFAULT_TARGETS, start_rank: int = 8):
-    """An ipywidgets panel: a rank slider and target checkboxes; the text below shows the recomputed sizes."""
+def rank_explorer(model_or_config, max_rank: int = 64, targets=None, start_rank: int = 8):
+    """An ipywidgets panel: a rank slider and target checkboxes; the text below shows the recomputed sizes.
+
+    ``targets`` defaults to ``default_targets(model)``: GPT-2's three, or another architecture's linear layers.
+    """
     model = as_model(model_or_config)
+    targets = default_targets(model) if targets is None else targets
     slider = w.IntSlider(value=start_rank, min=1, max=max_rank, description="rank r")
     boxes = [w.Checkbox(value=(i == 0), description=t, indent=False) for i, t in enumerate(targets)]
     text = w.HTML()

@@ -89,6 +89,24 @@ class Example:
     answer: str
 
 
+def task_words(task: str) -> dict[str, list[str]]:
+    """The word lists a task's sentences are built from, by kind; the adapters trained on it know only these.
+
+    Defined in lesson 5, which prints them next to the playground (the playground shows them too).
+    ``task`` is ``"spanish_sentiment"`` or ``"english_ner"``.
+    """
+    words = {"spanish_sentiment": {"subjects": _ES_SUBJECTS, "positive": _ES_POS, "negative": _ES_NEG},
+             "english_ner": {"people": _PER, "places": _LOC, "organisations": _ORG}}
+    if task not in words:
+        raise ValueError(f"No task named {task!r}: choose one of {', '.join(words)}.")
+    return {kind: list(items) for kind, items in words[task].items()}
+
+
+def template_texts(task: str) -> list[str]:
+    """The fixed texts around a task's words (review endings, sentence templates): known to its adapter too."""
+    return list({"spanish_sentiment": _ES_TAILS, "english_ner": _NER_TEMPLATES}[task])
+
+
 def sentiment_prompt(review: str) -> str:
     """Prompt format of the ``spanish_sentiment`` adapter (lesson 5)."""
     return f"Reseña: {review}\nSentimiento:"

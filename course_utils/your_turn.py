@@ -29,7 +29,9 @@ def _same(answer: Any, expected: Any) -> bool:
         # only reached with tensors, so this module imports without loading torch
         import torch
 
-        return answer.shape == expected.shape and bool(torch.equal(answer, expected))
+        if isinstance(answer, torch.Tensor) and isinstance(expected, torch.Tensor):
+            return answer.shape == expected.shape and bool(torch.equal(answer, expected))
+        return bool(answer == expected)  # dtypes, devices, sizes
     if isinstance(answer, (list, tuple, set, frozenset)) and isinstance(expected, (list, tuple, set, frozenset)):
         if isinstance(expected, (set, frozenset)) or isinstance(answer, (set, frozenset)):
             return set(answer) == set(expected)

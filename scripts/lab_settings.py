@@ -4,12 +4,14 @@
 Run by ``scripts/ensure_venv.sh`` with the venv's python. The settings, in this venv's
 ``share/jupyter/lab/settings/overrides.json``, make the first minutes of ``make lab`` quiet and clear: no
 news or update pop-up (JupyterLab asks whether to fetch news on first start), Markdown files (the start
-page ``notebooks/START_HERE.md``) open rendered, and the file browser gives the lesson names its whole
-width. Only the course's keys are written: other overrides already in the file are kept, and the file is
+page ``notebooks/START_HERE.md``) open rendered, the file browser gives the lesson names its whole width,
+and long code lines wrap (the course allows 130 characters), so no code cell is cut off beside the file
+browser. Only the course's keys are written: other overrides already in the file are kept, and the file is
 rewritten only when a value differs.
 
 The workspace ``peft-course`` (in the user's JupyterLab workspaces folder, where ``jupyter lab workspaces
-import`` puts it) opens the file browser on ``notebooks/``, wide enough for the longest lesson name. It is
+import`` puts it) opens the file browser on ``notebooks/``, narrow (a fifth of the window), yet wide enough
+for every lesson's number and topic (only the ``.ipynb`` of the longest may be cut). It is
 written only when missing: once the learner has rearranged it, their layout is kept.
 """
 from __future__ import annotations
@@ -25,20 +27,22 @@ COURSE_SETTINGS = {
     "@jupyterlab/apputils-extension:notification": {"fetchNews": "false", "checkForUpdates": False},
     "@jupyterlab/docmanager-extension:plugin": {"defaultViewers": {"markdown": "Markdown Preview"}},
     "@jupyterlab/filebrowser-extension:browser": {"showLastModifiedColumn": False},
+    "@jupyterlab/notebook-extension:tracker": {"codeCellConfig": {"lineNumbers": False, "lineWrap": True}},
 }
 
 WORKSPACE = "peft-course"
 # Bumped when the layout below changes, so an older course layout is replaced (a learner's own is kept).
-LAYOUT_VERSION = 2
-# The left sidebar (file browser on notebooks/) open and about a third of the window wide, so the longest
-# lesson name shows whole on a 1280-pixel screen; no document: the URL make lab opens adds the start page.
+LAYOUT_VERSION = 3
+# The left sidebar (file browser on notebooks/) open and a fifth of the window wide (250 px of 1280: every
+# lesson's number and topic shows, and the notebook keeps the rest); no document: the URL make lab opens adds
+# the start page. Version 2 gave the sidebar 36%, which left code cells cut off on a 1280-pixel screen.
 WORKSPACE_DATA = {
     "layout-restorer:data": {
         "main": {"dock": None},
         "left": {"collapsed": False, "visible": True, "current": "filebrowser",
                  "widgets": ["filebrowser", "running-sessions", "@jupyterlab/toc:plugin", "extensionmanager.main-view"]},
         "right": {"collapsed": True, "visible": True, "widgets": ["jp-property-inspector", "debugger-sidebar"]},
-        "relativeSizes": [0.36, 0.64, 0],
+        "relativeSizes": [0.2, 0.8, 0],
     },
     "file-browser-filebrowser:cwd": {"path": "notebooks"},
 }

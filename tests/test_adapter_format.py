@@ -4,10 +4,10 @@ import torch
 
 from course_utils.adapter_format import (
     CONFIG_FILE,
+    LORA_KEY,
     WEIGHTS_FILE,
     in_out_features,
     matches_target,
-    split_lora_key,
     tensor_entries,
     unmatched_targets,
 )
@@ -26,8 +26,9 @@ def test_file_names_are_peft_s():
     ("base_model.model.score.weight", None),
     ("base_model.model.transformer.h.0.attn.c_attn.lora_magnitude_vector", None),
 ])
-def test_split_lora_key(key, expected):
-    assert split_lora_key(key) == expected
+def test_lora_key_names_the_module_and_the_matrix(key, expected):
+    m = LORA_KEY.match(key)
+    assert ((m["module"], m["ab"]) if m else None) == expected
 
 
 def test_matches_target_follows_peft_rules():

@@ -40,7 +40,7 @@ def snapshot(folder: Path) -> dict:
 
 
 # Where a finding says to read: a lesson section, then a peft or transformers documentation page.
-READ = re.compile(r'; read lesson [1-7], section \d+ ".+?"(?:, part ".+?")?, and '
+READ = re.compile(r'; read lesson [1-9], section \d+ ".+?"(?:, part ".+?")?, and '
                   r"https://huggingface\.co/docs/(?:peft|transformers)/\S+\.$")
 # The code of a fix: a call (not a plural "(s)"), an assignment or keyword argument, a shell command, a code span.
 CODE = re.compile(r"[A-Za-z_][\w.]*\((?!s\))|\b[A-Za-z_]\w*\s?=\s?[^=\s]|\bpip install\b|\bchmod\b|\brm -|`")
@@ -454,7 +454,7 @@ def test_corrupted_config_never_raises_nor_changes_the_folder(flips, cut, replac
         _assert_survives(folder)
 
 
-# --- Failures of lessons 6 and 7: ZeRO-3 saves, newer peft configs, added tokens, heads, renamed paths ---
+# --- Failures of lessons 6 to 9: ZeRO-3 saves, newer peft configs, added tokens, heads, renamed paths ---
 
 def save_tensors(folder: Path, tensors: dict):
     from safetensors.torch import save_file
@@ -471,7 +471,7 @@ def shipped_tensors(folder: Path) -> dict:
 def test_a_zero3_save_with_no_tensors_at_all(adapter):
     save_tensors(adapter, {})
     assert (adapter / "adapter_model.safetensors").stat().st_size == 40
-    d = check(adapter, "holds no tensors at all (a 40-byte file)", "ZeRO-3", "never gathered", "read lesson 7, section 6")
+    d = check(adapter, "holds no tensors at all (a 40-byte file)", "ZeRO-3", "never gathered", "read lesson 9, section 5")
     assert len(d.problems) == 1
 
 
@@ -499,7 +499,7 @@ def test_settings_from_a_newer_peft_are_named(extra):
             assert diagnose(folder).ok
             return
         d = check(folder, f"{len(extra)} setting(s) peft", "does not know", min(extra), "peft 9.9.0",
-                  "Unexpected keyword arguments", "read lesson 7, section 1", "#version-mismatch")
+                  "Unexpected keyword arguments", "read lesson 8, section 1", "#version-mismatch")
         assert len(d.problems) == 1
 
 
@@ -519,7 +519,7 @@ def test_embeddings_saved_for_added_tokens_need_a_resized_base(adapter, added, h
     save_tensors(adapter, tensors)
     assert diagnose(adapter).ok  # save_pretrained(save_embedding_layers=True) writes exactly this
     d = check(adapter, f"for a vocabulary of {1024 + added} tokens", "has 1024", "tokens were added in training",
-              "read lesson 6, section 1", "#extending-the-vocabulary", base="course")
+              "read lesson 6, section 3", "#extending-the-vocabulary", base="course")
     assert len(d.problems) == 1
     assert "resize" not in problem_and_evidence(d.problems[0]) and "tokenizer" not in d.problems[0]
 
@@ -535,7 +535,7 @@ def test_embeddings_of_the_base_size_are_fine(adapter):
 
 def test_trainable_tokens_beyond_the_base_vocabulary(adapter):
     edit_config(adapter, trainable_token_indices={"wte": [3, 1030]})
-    check(adapter, "trainable_token_indices goes up to token 1030", "has 1024 tokens", "read lesson 6, section 1",
+    check(adapter, "trainable_token_indices goes up to token 1030", "has 1024 tokens", "read lesson 6, section 4",
           base="course")
 
 
@@ -543,7 +543,7 @@ def test_trainable_tokens_beyond_the_base_vocabulary(adapter):
 def test_a_classification_adapter_without_its_head(adapter, task):
     edit_config(adapter, task_type=task, modules_to_save=["classifier", "score"])
     d = check(adapter, f"classification adapter (task_type {task})", "no classifier or score tensor",
-              'modules_to_save is ["classifier", "score"]', "read lesson 6, section 2")
+              'modules_to_save is ["classifier", "score"]', "read lesson 7, section 1")
     assert len(d.problems) == 1
 
 
@@ -571,7 +571,7 @@ def test_renamed_module_paths_match_nothing_in_the_base(adapter, old, new, needl
     save_tensors(adapter, {k.replace(old, new): v for k, v in shipped_tensors(SHIPPED).items()})
     assert diagnose(adapter).ok  # the file is consistent; only the base shows the renaming
     d = check(adapter, "16 module path(s) of the adapter match nothing", "Found missing adapter keys",
-              "only a prefix differs", needle, "made for 'course-tiny-gpt2'", "read lesson 7, section 1",
+              "only a prefix differs", needle, "made for 'course-tiny-gpt2'", "read lesson 8, section 2",
               "Module paths renamed by a transformers refactor", base="course")
     assert len(d.problems) == 1
 

@@ -21,8 +21,15 @@ def test_type_checking_block_lists_exactly_the_exports():
     tree = ast.parse(INIT.read_text())
     block = next(n for n in tree.body if isinstance(n, ast.If) and getattr(n.test, "id", "") == "TYPE_CHECKING")
     seen = {a.name: node.module for node in block.body for a in node.names}
-    assert seen == course_utils._EXPORTS
-    assert sorted(course_utils.__all__) == sorted(course_utils._EXPORTS)
+    assert seen == course_utils._EXPORTS, "the TYPE_CHECKING imports and _EXPORTS name different helpers"
+
+
+def test_all_is_made_from_the_exports():
+    """One hand-written list: ``__all__`` comes from ``_EXPORTS``, not typed out again."""
+    tree = ast.parse(INIT.read_text())
+    assigned = [n for n in tree.body if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "__all__"]
+    assert len(assigned) == 1 and not isinstance(assigned[0].value, ast.List), "__all__ is written out by hand"
+    assert course_utils.__all__ == sorted(course_utils._EXPORTS)
 
 
 def test_import_is_fast_and_side_effect_free():

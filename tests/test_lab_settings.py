@@ -1,5 +1,6 @@
 """scripts/lab_settings.py: the settings and workspace `make lab` opens with, installed without clobbering."""
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -81,8 +82,54 @@ def test_an_older_course_layout_is_replaced_and_a_learners_is_kept(tmp_path):
     WorkspacesManager(tmp_path).save(ls.WORKSPACE, json.dumps(old))
     assert ls.install_workspace(tmp_path) is True  # the first, unversioned course layout: replaced
     saved = WorkspacesManager(tmp_path).load(ls.WORKSPACE)
-    assert saved["data"]["layout-restorer:data"]["relativeSizes"] == [0.36, 0.64, 0]
+    assert saved["data"]["layout-restorer:data"]["relativeSizes"] == ls.WORKSPACE_DATA["layout-restorer:data"]["relativeSizes"]
     mine = {"data": {**ls.WORKSPACE_DATA, "layout-restorer:data": {
         **ls.WORKSPACE_DATA["layout-restorer:data"], "relativeSizes": [0.5, 0.5, 0]}}, "metadata": {"id": ls.WORKSPACE}}
     WorkspacesManager(tmp_path).save(ls.WORKSPACE, json.dumps(mine))
     assert ls.install_workspace(tmp_path) is False  # a layout the learner arranged is theirs
+
+
+def test_the_previous_course_layout_is_replaced(tmp_path):
+    """Layout 2 gave the file browser 36% of the window: a learner who ran setup then gets the narrow one."""
+    old = {"data": {**ls.WORKSPACE_DATA, "layout-restorer:data": {
+        **ls.WORKSPACE_DATA["layout-restorer:data"], "relativeSizes": [0.36, 0.64, 0]}},
+        "metadata": {"id": ls.WORKSPACE, "course_layout": 2}}
+    WorkspacesManager(tmp_path).save(ls.WORKSPACE, json.dumps(old))
+    assert ls.LAYOUT_VERSION > 2
+    assert ls.install_workspace(tmp_path) is True
+    saved = WorkspacesManager(tmp_path).load(ls.WORKSPACE)
+    assert saved["metadata"]["course_layout"] == ls.LAYOUT_VERSION
+    assert saved["data"]["layout-restorer:data"]["relativeSizes"] == [0.2, 0.8, 0]
+
+
+def test_the_file_browser_is_narrow_and_code_wraps():
+    """At most a fifth of the window for the file browser (tests/browser measures it in Chromium), and long
+    code lines wrap instead of being cut off at the notebook's right edge."""
+    left, main, right = ls.WORKSPACE_DATA["layout-restorer:data"]["relativeSizes"]
+    assert left <= 0.2 and main >= 0.8 and right == 0
+    assert ls.COURSE_SETTINGS["@jupyterlab/notebook-extension:tracker"]["codeCellConfig"]["lineWrap"] is True
+
+
+ROOT = Path(__file__).resolve().parents[1]
+LEARNER = ROOT / "config" / "learner-lab"
+
+
+def _make_lab_line(target: str) -> str:
+    dry = subprocess.run(["make", "-n", target, "VENV=/nonexistent-venv"], cwd=ROOT, capture_output=True, text=True)
+    return next(line for line in dry.stdout.splitlines() if "/jupyter lab " in line)
+
+
+def test_learners_lab_reads_the_config_that_hides_nbgrader_and_the_instructors_does_not():
+    assert f'JUPYTER_CONFIG_PATH="{LEARNER}"' in _make_lab_line("lab")
+    assert "JUPYTER_CONFIG_PATH" not in _make_lab_line("lab-instructor")
+    assert _make_lab_line("lab").split("/jupyter lab ")[1] == _make_lab_line("lab-instructor").split("/jupyter lab ")[1]
+
+
+def test_learner_config_turns_off_every_nbgrader_extension_setup_installs():
+    """Every nbgrader server extension the venv enables is off for learners, and so is its lab extension."""
+    enabled = json.loads((Path(sys.prefix) / "etc" / "jupyter" / "jupyter_server_config.d" / "nbgrader.json").read_text())
+    off = json.loads((LEARNER / "jupyter_server_config.json").read_text())["ServerApp"]["jpserver_extensions"]
+    assert set(enabled["ServerApp"]["jpserver_extensions"]) == set(off) and not any(off.values())
+    pages = json.loads((LEARNER / "labconfig" / "page_config.json").read_text())
+    assert pages == {"disabledExtensions": {"@jupyter/nbgrader": True}}
+    assert (Path(sys.prefix) / "share" / "jupyter" / "labextensions" / "@jupyter" / "nbgrader" / "package.json").exists()

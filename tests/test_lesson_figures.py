@@ -209,11 +209,11 @@ def test_scientific_figures_must_be_printed(prose, output, missing):
 
 
 # ----- the lessons ------------------------------------------------------------------------------------------
-def test_every_lesson_is_checked_including_06_and_07():
+def test_every_lesson_is_checked_including_06_to_09():
     names = {p.name[:3] for p in NOTEBOOKS}
-    assert {f"{i:02d}_" for i in range(1, 8)} <= names
+    assert {f"{i:02d}_" for i in range(1, 10)} <= names
     for path in NOTEBOOKS:
-        if path.name[:2] in ("06", "07"):  # these quote figures: an empty list would mean the extractor went blind
+        if path.name[:2] in ("06", "07", "08", "09"):  # they quote figures: none would mean the extractor went blind
             nb = json.loads(path.read_text())
             assert any(prose_figures(_joined(c.get("source", ""))) for c in nb["cells"] if c.get("cell_type") == "markdown")
 

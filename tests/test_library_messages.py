@@ -1,9 +1,14 @@
-"""course_utils.library_messages: the warnings of a block, printed once each, stable across machines."""
+"""course_utils.library_messages and load_reports: the warnings of a block, printed once each, stable across machines;
+a LOAD REPORT in full once, then one line per repeat."""
+import importlib
 import logging
 import os
 import warnings
 
+import pytest
+
 from course_utils.library_messages import clean, library_messages
+from course_utils.load_reports import RepeatedReports, shorten_repeated_reports
 
 
 def test_python_warnings_and_library_logs_are_printed_once_each(capsys):
@@ -70,3 +75,65 @@ def test_a_very_long_line_is_cut_with_a_count(capsys):
     with library_messages(max_chars=10):
         warnings.warn("x" * 30, stacklevel=1)
     assert capsys.readouterr().out == "UserWarnin... (33 more characters)\n"
+
+
+# ----- a LOAD REPORT in full once, then one line per repeat ------------------------------------------------------
+REPORT_TEXT = ("\x1b[1mGPT2ForSequenceClassification LOAD REPORT\x1b[0m from: base\n"
+               "Key          | Status  | \nscore.weight | MISSING | \n\nNotes:\n- MISSING:\tnewly initialized.")
+
+
+def test_a_repeated_report_is_one_line_naming_it_and_its_length():
+    reports = RepeatedReports()
+    assert reports.shorten(REPORT_TEXT) == REPORT_TEXT  # the first time: in full, untouched
+    assert reports.shorten(REPORT_TEXT) == ("GPT2ForSequenceClassification LOAD REPORT from: base "
+                                            "(the same 6-line report as above, not repeated)")
+    other = REPORT_TEXT.replace("score.weight", "classifier.weight")
+    assert reports.shorten(other) == other  # another report: in full
+    assert reports.shorten("a warning that is no report") == "a warning that is no report"
+
+
+def test_the_handler_filter_prints_the_first_report_in_full_then_one_line(capsys):
+    logger = logging.getLogger("course_test.reports")
+    handler = logging.StreamHandler()
+    logger.addHandler(handler)
+    logger.propagate = False
+    handler.addFilter(RepeatedReports())
+    try:
+        logger.warning(REPORT_TEXT)
+        logger.warning("%s", REPORT_TEXT)  # the same report, logged with arguments
+        logger.warning("something else")
+    finally:
+        logger.removeHandler(handler)
+    err = capsys.readouterr().err
+    assert err.count("score.weight") == 1 and err.count("LOAD REPORT") == 2
+    assert "(the same 6-line report as above, not repeated)\nsomething else\n" in err
+
+
+def test_library_messages_shortens_a_report_shown_before(capsys, monkeypatch):
+    module = importlib.import_module("course_utils.library_messages")  # the module, not the function of that name
+    monkeypatch.setattr(module, "REPORTS", RepeatedReports())
+    for _ in range(2):
+        with library_messages(max_lines=20):
+            logging.getLogger("transformers.modeling_utils").warning(REPORT_TEXT)
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "transformers.modeling_utils WARNING: GPT2ForSequenceClassification LOAD REPORT from: base"
+    assert out[-1].endswith("LOAD REPORT from: base (the same 6-line report as above, not repeated)")
+    assert len(out) == 7
+
+
+def test_shorten_repeated_reports_filters_transformers_handler_once():
+    handlers = logging.getLogger("transformers").handlers
+    reports = RepeatedReports()
+    try:
+        shorten_repeated_reports(reports)
+        shorten_repeated_reports(reports)
+        assert handlers and all(h.filters.count(reports) == 1 for h in handlers)
+    finally:
+        for h in handlers:
+            h.removeFilter(reports)
+
+
+def test_shorten_repeated_reports_without_a_transformers_handler_is_one_clear_error(monkeypatch):
+    monkeypatch.setattr(logging.getLogger("transformers"), "handlers", [])
+    with pytest.raises(RuntimeError, match="transformers has no log handler to filter"):
+        shorten_repeated_reports(RepeatedReports())

@@ -6,7 +6,3 @@ def test_environment_is_offline_seeded_and_single_threaded():
     env = notebook_env.notebook_environ({"PATH": "/bin", "HF_HUB_OFFLINE": "0"})
     assert env["PATH"] == "/bin"
     assert env["HF_HUB_OFFLINE"] == "1" and env["PYTHONHASHSEED"] == "0" and env["OMP_NUM_THREADS"] == "1"
-
-
-def test_kernelspec_names_the_kernel():
-    assert notebook_env.KERNELSPEC["name"] == notebook_env.KERNEL_NAME

@@ -28,3 +28,25 @@ def test_lora_on_c_attn_applies_unchanged(base_model):
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     cfg = base_model.config
     assert trainable == cfg.n_layer * (cfg.n_embd * 8 + 8 * 3 * cfg.n_embd)
+
+
+REAL_CALL = "AutoModelForCausalLM.from_pretrained(course_model(), dtype=torch.float32).eval()"
+
+
+def test_load_base_model_is_the_call_lessons_1_to_3_show():
+    """Lessons 1-3 show the real from_pretrained call once, then use load_base_model(): they must agree."""
+    import json
+    from pathlib import Path
+
+    from transformers import AutoModelForCausalLM
+
+    from course_utils import course_model, load_base_model
+
+    for name in ("01_save_adapter", "02_reload_adapter", "03_gotchas_and_errors"):
+        nb = json.loads((Path(__file__).parents[1] / "notebooks" / f"{name}.ipynb").read_text())
+        assert any(REAL_CALL in "".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code"), name
+    shown = AutoModelForCausalLM.from_pretrained(course_model(), dtype=torch.float32).eval()  # REAL_CALL
+    helper = load_base_model()
+    assert not shown.training and not helper.training
+    assert shown.state_dict().keys() == helper.state_dict().keys()
+    assert all(torch.equal(v, helper.state_dict()[k]) for k, v in shown.state_dict().items())

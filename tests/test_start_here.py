@@ -10,7 +10,7 @@ def _rows(text: str) -> dict[str, list[str]]:
     """Markdown table rows that link a lesson notebook: notebook file name -> the row's cells."""
     rows = {}
     for line in text.splitlines():
-        link = re.search(r"\]\((?:notebooks/)?(0\d_\w+\.ipynb)\)", line)
+        link = re.search(r"\]\((?:notebooks/)?(\d\d_\w+\.ipynb)\)", line)
         if line.startswith("|") and link:
             rows[link.group(1)] = [c.strip() for c in line.strip("|").split("|")]
     return rows
@@ -18,7 +18,7 @@ def _rows(text: str) -> dict[str, list[str]]:
 
 def test_every_lesson_and_its_exercise_is_linked():
     text = START.read_text()
-    lessons = sorted(p.name for p in (ROOT / "notebooks").glob("0*.ipynb"))
+    lessons = sorted(p.name for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
     assert sorted(_rows(text)) == lessons
     for target in re.findall(r"\]\(([^)]+)\)", text):
         assert (START.parent / target).resolve().is_file(), f"START_HERE.md links {target}, which does not exist"

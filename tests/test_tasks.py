@@ -40,3 +40,21 @@ def test_corpus_never_uses_the_task_formats():
     assert len(corpus) == 8000
     assert not any("Sentimiento:" in line or "Entities:" in line.split("\n")[-1][:9] for line in corpus)
     assert any("reseña" in line for line in corpus) and any("Paris" in line for line in corpus)
+
+
+def test_task_words_are_what_the_sentences_are_built_from():
+    from course_utils.tasks import task_splits, task_words
+
+    for task in ("spanish_sentiment", "english_ner"):
+        words = {w for items in task_words(task).values() for w in items}
+        train, _ = task_splits(task, 40, 0)
+        assert all(any(w in ex.prompt for w in words) for ex in train), task
+
+
+def test_task_words_refuse_an_unknown_task_in_one_line():
+    import pytest
+
+    from course_utils.tasks import task_words
+
+    with pytest.raises(ValueError, match="choose one of spanish_sentiment, english_ner"):
+        task_words("french")

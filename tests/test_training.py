@@ -77,3 +77,44 @@ def test_progress_bar_text_has_no_timing(base_model, tokenizer, capsys, monkeypa
     train_demo_adapter(_lora_model(base_model), tokenizer, steps=2)
     final = capsys.readouterr().err.split("\r")[-1].strip()
     assert final.startswith("training on spanish_sentiment: 100%") and final.endswith("| 2/2"), final
+
+
+def test_demo_batches_are_seeded_and_refuse_bad_input_at_once(tokenizer):
+    from course_utils.training import demo_batches
+
+    first, again = list(demo_batches(tokenizer, steps=3, seed=0)), list(demo_batches(tokenizer, steps=3, seed=0))
+    other = list(demo_batches(tokenizer, steps=3, seed=1))
+    assert len(first) == 3 and set(first[0]) == {"input_ids", "attention_mask", "labels"}
+    assert all(torch.equal(a[k], b[k]) for a, b in zip(first, again) for k in a)
+    assert not torch.equal(first[0]["input_ids"], other[0]["input_ids"])
+    with pytest.raises(ValueError, match="at least 1"):
+        demo_batches(tokenizer, steps=0)  # raised by the call, not at the first batch
+
+
+def test_train_demo_adapter_is_train_loop_on_demo_batches(tokenizer):
+    """Lesson 1 shows train_loop and says train_demo_adapter runs it: same losses, same weights."""
+    from course_utils import load_base_model
+    from course_utils.training import demo_batches, train_loop
+
+    helper, shown = _lora_model(load_base_model()), _lora_model(load_base_model())
+    result = train_demo_adapter(helper, tokenizer, steps=3, seed=2, progress=False)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # what train_demo_adapter uses
+    try:
+        losses = train_loop(shown, demo_batches(tokenizer, steps=3, seed=2))
+    finally:
+        torch.set_num_threads(threads)
+    assert (result.first_loss, result.final_loss) == (losses[0], losses[-1])
+    assert all(torch.equal(a, b) for a, b in zip(_lora(helper).values(), _lora(shown).values()))
+
+
+def test_lesson1_shows_the_loop_train_demo_adapter_runs():
+    import inspect
+    import json
+    from pathlib import Path
+
+    from course_utils import training
+
+    nb = json.loads((Path(__file__).parents[1] / "notebooks" / "01_save_adapter.ipynb").read_text())
+    code = "\n\n".join("".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "code")
+    assert inspect.getsource(training.train_loop).strip() in code, "lesson 1's train_loop differs from training.py's"

@@ -24,12 +24,15 @@ def installed(tmp_path_factory):
         if (ROOT / rel).is_file():
             (source / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(ROOT / rel, source / rel)
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--wheel-dir", str(dist), str(source)], check=True, capture_output=True)
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                            "--wheel-dir", str(dist), str(source)], check=True, capture_output=True, text=True)
+    # setuptools warns of folders it would leave out (pyproject.toml lists every package through `find`).
+    assert "Warning" not in build.stdout + build.stderr, build.stdout + build.stderr
     wheel = next(dist.glob("peft_adapter_course-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
     assert "course_utils/data/bench_results.json" in names
     assert any(n.startswith("course_utils/assets/tiny-gpt2/") for n in names)
+    assert any(n.startswith("course_utils/assets/tiny-llama/") for n in names)
     assert "course_utils/grading/grader.py" in names and "course_utils/maintenance/bench.py" in names
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target),
                     str(wheel)], check=True, capture_output=True)

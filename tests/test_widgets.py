@@ -2,7 +2,7 @@ import pytest
 
 from course_utils import complete, shipped_adapter
 from course_utils.tasks import ner_prompt, sentiment_prompt
-from course_utils.widgets import BASE, EMPTY_REPLY, adapter_playground, playground_reply
+from course_utils.widgets import BASE, EMPTY_REPLY, adapter_playground, known_words, playground_reply, unknown_words, words_line
 
 REVIEW = "El hotel fue horrible."
 
@@ -86,7 +86,7 @@ def test_panel_opens_on_the_adapter_trained_for_its_prompt(two_adapters, tokeniz
         assert c["adapter"].value == name
     c = adapter_playground(two_adapters, tokenizer, prompt_format="plain text").controls
     assert c["adapter"].value == "spanish_sentiment"  # no adapter for plain text: the first one
-    assert set(c) == {"text", "adapter", "format", "output"}
+    assert set(c) == {"text", "adapter", "format", "output", "words", "known"}
     assert c["adapter"].style.button_width == "auto" and c["format"].style.button_width == "auto"
 
 
@@ -102,3 +102,50 @@ def test_an_empty_answer_is_explained(two_adapters, tokenizer, monkeypatch):
     monkeypatch.setattr(widgets, "complete", lambda *a, **k: ["\n"])
     assert playground_reply(two_adapters, tokenizer, REVIEW, BASE, "plain text") == EMPTY_REPLY
     assert "first" in EMPTY_REPLY and "line" in EMPTY_REPLY
+
+
+NER, SENTIMENT = "NER (Sentence:)", "sentiment (Reseña:)"
+
+
+def test_known_words_are_the_task_lists():
+    from course_utils import tasks
+
+    assert known_words(NER) == {"people": tasks._PER, "places": tasks._LOC, "organisations": tasks._ORG}
+    assert "fue horrible" in known_words(SENTIMENT)["negative"]
+    assert known_words("plain text") == {}
+    with pytest.raises(ValueError, match="Unknown prompt format 'chat'"):
+        known_words("chat")
+
+
+@pytest.mark.parametrize("text, fmt, unknown", [
+    ("Lucia visited Carlos in Madrid.", NER, ["Lucia"]),         # Carlos and Madrid are in the lists
+    ("Maria works for Google in Paris.", NER, []),
+    ("yesterday MARIA visited paris", NER, []),                  # case is ignored
+    ("Lucia met Lucia in Gotham 2024.", NER, ["Lucia", "Gotham"]),  # each once, in order; digits are no word
+    ("El hotel fue horrible.", SENTIMENT, []),
+    ("La película fue un desastre total.", SENTIMENT, ["total"]),
+    ("Anything at all", "plain text", []),
+])
+def test_unknown_words(text, fmt, unknown):
+    assert unknown_words(text, fmt) == unknown
+
+
+def test_words_line_is_one_line_naming_the_unknown_words():
+    line = words_line("Lucia visited Carlos in Madrid.", NER)
+    assert "\n" not in line and line.startswith("Not in the training lists: Lucia.") and "wrong answer" in line
+    assert words_line("Maria works for Google in Paris.", NER) == "Every word is from the training lists."
+    assert "no adapter was trained" in words_line("x", "plain text")
+
+
+def test_panel_flags_unknown_words_and_shows_the_lists(two_adapters, tokenizer):
+    c = adapter_playground(two_adapters, tokenizer).controls
+    assert "course-adapter-words" in c["words"]._dom_classes and "course-adapter-known" in c["known"]._dom_classes
+    assert c["words"].value == "Every word is from the training lists."
+    assert "Maria" in c["known"].value and "Google" in c["known"].value and "Paris" in c["known"].value
+    c["text"].value = "Lucia visited <Carlos> in Madrid."
+    assert c["words"].value.startswith("Not in the training lists: Lucia.")
+    c["format"].value = SENTIMENT
+    assert "Lucia" in c["words"].value and "visited" in c["words"].value  # English words are unknown in Spanish
+    assert "fue horrible" in c["known"].value and "Maria" not in c["known"].value
+    c["format"].value = "plain text"
+    assert "no adapter was trained" in c["words"].value and c["known"].value == ""

@@ -16,13 +16,15 @@ def test_open_task_says_so_and_offers_a_solution(capsys):
 
 
 @pytest.mark.parametrize("answer, expected", [(16384, 16384), (0.1 + 0.2, 0.3), ({"a", "b"}, ["b", "a"]),
-                                              (torch.ones(2), torch.ones(2)), (["c_attn"], ("c_attn",)), (True, True)])
+                                              (torch.ones(2), torch.ones(2)),
+                                              (torch.float32, torch.float32), (["c_attn"], ("c_attn",)), (True, True)])
 def test_right_answers_pass(capsys, answer, expected):
     assert said(capsys, answer, expected).startswith("✓ Right")
 
 
 @pytest.mark.parametrize("answer, expected", [(16383, 16384), (0.31, 0.3), ({"a"}, ["b", "a"]),
-                                              (torch.zeros(2), torch.ones(2)), (torch.ones(3), torch.ones(2)),
+                                              (torch.zeros(2), torch.ones(2)), (torch.bfloat16, torch.float32),
+                                              (torch.ones(2), torch.float32), (torch.ones(3), torch.ones(2)),
                                               (["c_proj"], ["c_attn"]), (1, True), (None, 0), ("16384", 16384)])
 def test_wrong_answers_fail_with_the_hint(capsys, answer, expected):
     out = said(capsys, answer, expected)

@@ -4,7 +4,7 @@ Run on the shipped tiny model and on the full-size 124M GPT-2 architecture (``GP
 random weights from a fixed seed, saved once to a cache folder outside the repository and reused).
 Writes ``benchmarks/results.md`` (tables), ``benchmarks/results.png`` (plot) and the same numbers as JSON to the
 package data file ``course_utils/data/bench_results.json`` (with ``--out``: ``<out>/results.json``), from which
-lessons 1, 2 and 5 show rows through ``course_utils.bench_table``. Not part of
+the lessons that call ``course_utils.bench_table`` show rows. Not part of
 ``make test``; ``tests/test_maintenance_bench.py`` runs it on the tiny model once to prove it works.
 
 What the memory columns mean: **peak RSS delta** is the highest resident set size of this process

@@ -9,7 +9,6 @@ import os
 ENV = {"HF_HUB_OFFLINE": "1", "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1",
        "COURSE_LEARNER": "ci"}  # stored outputs show the data of one fixed learner, "ci"
 KERNEL_NAME = "python3"
-KERNELSPEC = {"name": KERNEL_NAME, "display_name": "Python 3 (ipykernel)", "language": "python"}
 
 
 def notebook_environ(base: dict | None = None) -> dict:

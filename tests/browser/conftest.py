@@ -1,5 +1,10 @@
 """Fixtures for the browser tests: one JupyterLab server and one headless Chromium page per session.
 
+The server is JupyterLab as ``make lab`` starts it for a learner (its environment and arguments, the
+course's settings from scripts/lab_settings.py and its workspace), plus the tests' own user settings
+(every cell in the DOM, cell timings, no autosave). Only the instructor test starts a second server, as
+``make lab-instructor`` does.
+
 The browser is the system Chromium (Debian package ``chromium``) driven by Playwright; nothing is
 downloaded. In CI (``CI=true``) a missing browser fails the run; elsewhere the browser tests skip.
 The browser tests are all in test_browser.py, so under ``pytest -n 2 --dist loadfile`` they share one
@@ -7,6 +12,7 @@ worker, one server and one page.
 """
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import sys
@@ -17,7 +23,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from lab_page import Lab  # noqa: E402
-from lab_server import LabServer, copy_course  # noqa: E402
+from lab_server import LAB_SETTINGS, LabServer, copy_course, make_lab_command  # noqa: E402
+from script_loader import load_script  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOTS = REPO / "test-output" / "browser"
@@ -89,9 +96,40 @@ def course_copy(tmp_path_factory):
     return copy_course(REPO, tmp_path_factory.mktemp("course"))
 
 
+def course_home(home: Path) -> list[str]:
+    """Set up ``home`` as ``make setup`` sets up a learner's machine; returns the JupyterLab arguments that read it.
+
+    The course's settings overrides (written by scripts/lab_settings.py into the venv; here into the
+    server's own folder, so this checkout's settings are tested) and its workspace, and the per-user
+    kernel ``peft-course`` that earlier versions of the course registered (``make lab`` must not offer it)."""
+    lab_settings = load_script("lab_settings")
+    lab_settings.install(home / "app-settings" / "overrides.json")
+    lab_settings.install_workspace(home / "workspaces")
+    kernel = home / "data" / "kernels" / "peft-course" / "kernel.json"
+    kernel.parent.mkdir(parents=True)
+    kernel.write_text(json.dumps({"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+                                  "display_name": "PEFT adapter course (.venv)", "language": "python"}))
+    return [f"--LabApp.app_settings_dir={home / 'app-settings'}"]
+
+
+def start_lab(target: str, root: Path, home: Path, user_settings: dict) -> LabServer:
+    """JupyterLab as ``make <target>`` starts it, serving ``root``, with ``home`` for every Jupyter folder."""
+    env, args = make_lab_command(REPO, target)
+    return LabServer(root, home, lab_args=args + course_home(home), env=env, user_settings=user_settings)
+
+
 @pytest.fixture(scope="session")
 def lab_server(course_copy, tmp_path_factory, chromium_executable):
-    server = LabServer(course_copy, tmp_path_factory.mktemp("jupyter-home"))
+    """The learner's JupyterLab (``make lab``), for every test but the instructor's."""
+    server = start_lab("lab", course_copy, tmp_path_factory.mktemp("jupyter-home"), LAB_SETTINGS)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def instructor_server(course_copy, tmp_path_factory, chromium_executable):
+    """The instructor's JupyterLab (``make lab-instructor``): started only for the test that needs it."""
+    server = start_lab("lab-instructor", course_copy, tmp_path_factory.mktemp("instructor-home"), {})
     yield server
     server.stop()
 

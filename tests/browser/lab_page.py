@@ -263,6 +263,35 @@ class Lab:
         return [loc.nth(i) for i in range(loc.count())]
 
 
+# nbgrader 0.9.6's lab extension adds an "Nbgrader" menu (Formgrader, Assignment List, Course List), a
+# "Validate" button to the notebook toolbar and a "Nbgrader Create Assignment" side bar; its server extensions
+# answer these pages.
+NBGRADER_WORDS = re.compile(r"nbgrader|validate|create assignment|formgrader|course list|assignment list", re.I)
+NBGRADER_PAGES = ["/formgrader", "/formgraders"]
+
+
+def nbgrader_ui(page: Page) -> list[str]:
+    """The nbgrader items JupyterLab shows: menu bar items, notebook toolbar items and side bar tabs."""
+    texts = page.locator("#jp-MainMenu .lm-MenuBar-item").all_inner_texts()
+    texts += page.locator(".jp-NotebookPanel-toolbar .jp-Toolbar-item").evaluate_all(
+        "els => els.map(e => [e.innerText, ...[...e.querySelectorAll('[title]')].map(t => t.title)].join(' '))")
+    texts += page.locator(".jp-SideBar .lm-TabBar-tab").evaluate_all("els => els.map(e => e.title)")
+    return [" ".join(t.split()) for t in texts if NBGRADER_WORDS.search(t)]
+
+
+def http_status(server, path: str) -> int:
+    """The HTTP status the server answers for ``path`` (with the token)."""
+    import urllib.error
+
+    try:
+        server.api("GET", path)
+        return 200
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except ValueError:  # an HTML page, not JSON: it was served
+        return 200
+
+
 def _shot_name(rel_path: str) -> str:
     return Path(rel_path).with_suffix("").as_posix().replace("/", "__")
 

@@ -1,15 +1,17 @@
 """A throw-away JupyterLab server for the browser tests.
 
 It serves a temporary copy of the course's folders, keeps every Jupyter folder (config, runtime, data,
-settings, workspaces) in a temporary directory, turns off the news/update prompts and cell windowing
-(or, for the landing-page test, uses ``make lab``'s own arguments and the venv's settings instead),
-and runs in its own process group so that the server and all of its kernels can be ended together.
+settings, workspaces) in a temporary directory, starts with ``make lab``'s environment and arguments
+(``make_lab_command``; conftest.py adds the course's settings and workspace) and the tests' user settings
+(no cell windowing, cell timings, no autosave), and runs in its own process group so that the server and
+all of its kernels can be ended together.
 """
 from __future__ import annotations
 
 import json
 import os
 import secrets
+import shlex
 import shutil
 import signal
 import socket
@@ -48,10 +50,14 @@ def jupyter_executable() -> Path:
 class LabServer:
     """``jupyter lab`` on 127.0.0.1 with a token, serving ``root``; ``stop()`` ends its process group."""
 
-    def __init__(self, root: Path, home: Path, timeout: float = 60.0, lab_args: list[str] | None = None):
-        """``lab_args``: start JupyterLab with these arguments (``make lab``'s) instead of the tests' settings."""
+    def __init__(self, root: Path, home: Path, timeout: float = 60.0, lab_args: list[str] | None = None,
+                 env: dict[str, str] | None = None, user_settings: dict | None = None):
+        """``lab_args``: start JupyterLab with these arguments (``make lab``'s) instead of the tests' news and
+        update switches; ``env``: more environment variables (``make lab``'s); ``user_settings``: the user
+        settings to write (default: LAB_SETTINGS without ``lab_args``, none with them)."""
         self.root, self.home = Path(root), Path(home)
-        self.lab_args = lab_args
+        self.lab_args, self.extra_env = lab_args, dict(env or {})
+        self.user_settings = user_settings if user_settings is not None else (LAB_SETTINGS if lab_args is None else {})
         self.port = free_port()
         self.token = secrets.token_hex(16)
         self.url = f"http://127.0.0.1:{self.port}"
@@ -63,14 +69,16 @@ class LabServer:
         dirs = {name: self.home / name for name in ("config", "runtime", "data", "settings", "workspaces", "ipython")}
         for d in dirs.values():
             d.mkdir(parents=True, exist_ok=True)
-        for rel, values in (LAB_SETTINGS if self.lab_args is None else {}).items():
+        for rel, values in self.user_settings.items():
             target = dirs["settings"] / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(json.dumps(values))
         env = dict(os.environ, JUPYTER_CONFIG_DIR=str(dirs["config"]), JUPYTER_RUNTIME_DIR=str(dirs["runtime"]),
                    JUPYTER_DATA_DIR=str(dirs["data"]), IPYTHONDIR=str(dirs["ipython"]),
                    HF_HUB_OFFLINE="1", PYTHONHASHSEED="0")
-        env.pop("JUPYTER_PATH", None)
+        for name in ("JUPYTER_PATH", "JUPYTER_CONFIG_PATH"):
+            env.pop(name, None)
+        env.update(self.extra_env)
         cmd = [str(jupyter_executable()), "lab", "--no-browser", "--ip=127.0.0.1", f"--port={self.port}",
                "--port-retries=0", f"--IdentityProvider.token={self.token}",
                f"--ServerApp.root_dir={self.root}", f"--LabApp.user_settings_dir={dirs['settings']}",
@@ -173,6 +181,18 @@ class LabServer:
                 pass
         self.proc.wait(timeout=5)
         self.proc = None
+
+
+def make_lab_command(repo: Path, target: str = "lab") -> tuple[dict[str, str], list[str]]:
+    """The environment and the arguments ``make <target>`` gives ``jupyter lab`` (read with ``make -n``), less
+    the root folder and ``--allow-root``, which LabServer sets for its copy of the course."""
+    dry = subprocess.run(["make", "-n", target, "LAB_ARGS="], cwd=repo, capture_output=True, text=True, check=True)
+    line = next(ln for ln in dry.stdout.replace("\\\n", " ").splitlines() if "/jupyter lab " in ln)
+    words = shlex.split(line)
+    start = next(i for i, word in enumerate(words) if word.endswith("/jupyter"))
+    env = dict(word.split("=", 1) for word in words[:start])
+    args = [a for a in words[start + 2:] if not a.startswith("--ServerApp.root_dir=") and a != "--allow-root"]
+    return env, args
 
 
 def copy_course(repo: Path, dest: Path, folders=("notebooks", "exercises")) -> Path:

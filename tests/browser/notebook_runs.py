@@ -12,12 +12,28 @@ import pytest
 from lab_page import Lab, NotebookRun
 
 REPO = Path(__file__).resolve().parents[2]
-# Started together the first time any of them is needed (those that exist).
-BATCH = ["exercises/01_save_adapter.ipynb"] + [
-    f"notebooks/{name}.ipynb" for name in ("01_save_adapter", "02_reload_adapter", "03_gotchas_and_errors",
-                                           "04_devices_and_dtypes", "05_multi_adapter_switching",
-                                           "06_training_checkpoints_and_new_tokens",
-                                           "07_versions_sharing_and_combining")]
+
+
+def _first(pattern: str) -> str | None:
+    hits = sorted(REPO.glob(pattern))
+    return hits[0].relative_to(REPO).as_posix() if hits else None
+
+
+def lesson(number: int) -> str:
+    """The lesson ``notebooks/NN_*.ipynb`` (a path that does not exist, so its tests skip, if none)."""
+    return _first(f"notebooks/{number:02d}_*.ipynb") or f"notebooks/{number:02d}_missing.ipynb"
+
+
+def exercise(number: int) -> str:
+    """The student copy ``exercises/Exercise_NN_*.ipynb`` (before the rename: ``exercises/NN_*.ipynb``)."""
+    return (_first(f"exercises/Exercise_{number:02d}_*.ipynb") or _first(f"exercises/{number:02d}_*.ipynb")
+            or f"exercises/Exercise_{number:02d}_missing.ipynb")
+
+
+# Every lesson, found by its number, not its name (lessons are split and renamed).
+LESSONS = sorted(p.relative_to(REPO).as_posix() for p in REPO.glob("notebooks/[0-9][0-9]_*.ipynb"))
+# Started together the first time any of them is needed.
+BATCH = [exercise(1)] + LESSONS
 _runs: dict[str, NotebookRun | Exception] = {}
 _current: list[str] = []
 

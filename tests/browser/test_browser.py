@@ -1,12 +1,15 @@
 """JupyterLab in headless Chromium, used as a learner uses it.
 
-* The landing page, with ``make lab``'s own arguments and the venv's JupyterLab settings: the start page
-  rendered, the lesson names whole, one kernel, no pop-up.
+* The landing page, in JupyterLab as ``make lab`` starts it (its environment and arguments, the course's
+  settings and workspace): the start page rendered, the lesson names whole in a narrow file browser, one
+  kernel, no pop-up, no nbgrader; the first lesson's code cells whole. ``make lab-instructor`` shows nbgrader.
 * The harness itself, on small generated notebooks: a clean run with a quiz passes, and an error
   output is caught (so the lesson tests can fail).
 * Each lesson: Run All shows no error output (except in cells tagged raises-exception), every quiz
-  answers "✓ Right." / "✗ Not quite.", lesson 1's rank control and lesson 5's adapter panel react.
-* Exercise 1: unanswered, its check cells show ✗; with the solution's answers typed in, ✓.
+  answers "✓ Right." / "✗ Not quite.", lesson 1's rank control and lesson 5's adapter panel react (and
+  the panel flags the words its adapters never saw).
+* Exercise 1: unanswered, its check cells show ✗; with the solution's answers typed in, ✓; its tab reads
+  "Exercise_01_…", not its lesson's name.
 
 All of these tests live in this one module so that ``pytest -n 2 --dist loadfile`` gives them one
 worker, one JupyterLab server and one browser page (xdist's ``loadgroup`` does not group tests under
@@ -14,19 +17,21 @@ pytest 9.2: xdist 3.8 renames ``item._nodeid``, which pytest 9 no longer reads).
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
-import shlex
-import subprocess
-import sys
+from pathlib import Path
 
 import nbformat
 import pytest
-from lab_page import RAISES_TAG, check_quiz, move_slider, settled_text, wait_text_change
-from lab_server import LabServer
+from lab_page import NBGRADER_PAGES, RAISES_TAG, check_quiz, http_status, move_slider, nbgrader_ui, settled_text, wait_text_change
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
-from notebook_runs import REPO, ran
-from script_loader import load_script
+from notebook_runs import LESSONS, REPO, exercise, lesson, ran
+
+# The rules the stored outputs are held to (tests/ is not a package: loaded by path, once).
+_SPEC = importlib.util.spec_from_file_location("lesson_messages", REPO / "tests" / "test_lesson_warnings.py")
+LESSON_MESSAGES = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(LESSON_MESSAGES)
 
 # ----- the harness ------------------------------------------------------------------------------
 KERNELSPEC = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
@@ -72,34 +77,31 @@ def test_error_output_is_reported(lab, course_copy):
 # ----- the landing page -------------------------------------------------------------------------------
 START_PAGE = "notebooks/START_HERE.md"
 SCREENSHOTS = REPO / "test-output" / "browser"  # where conftest.py keeps the pictures
+WINDOW = 1280  # conftest.py's viewport width
+# Everything a name's topic needs: the file browser may cut only the extension (".ipynb" becomes "…").
+NAMES_SHOWN = """els => els.map(e => {
+  const text = document.createTreeWalker(e, NodeFilter.SHOW_TEXT).nextNode();
+  const stem = e.innerText.replace(/\\.(ipynb|md)$/, '');
+  if (!text || e.scrollWidth <= e.clientWidth) return [e.innerText, true];
+  const range = document.createRange();
+  range.setStart(text, 0);
+  range.setEnd(text, Math.min(stem.length, text.length));
+  return [e.innerText, range.getBoundingClientRect().right + 12 <= e.getBoundingClientRect().right];
+})"""
+# The widths of the left side bar and the notebook, and the code editors that scroll sideways (cut off).
+LAYOUT = """() => {
+  const width = s => { const e = document.querySelector(s); return e ? e.getBoundingClientRect().width : 0; };
+  const editors = [...document.querySelectorAll('.jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .cm-scroller')];
+  return {sidebar: width('#jp-left-stack'), notebook: width('.jp-NotebookPanel:not(.lm-mod-hidden)'),
+          editors: editors.length, cut: editors.filter(e => e.scrollWidth > e.clientWidth + 1)
+                                            .map(e => e.innerText.split('\\n').sort((a, b) => b.length - a.length)[0])};
+}"""
 
 
-def make_lab_args() -> list[str]:
-    """The arguments ``make lab`` gives ``jupyter lab`` (read with ``make -n``), less the root folder and
-    ``--allow-root``, which LabServer sets for its copy of the course."""
-    dry = subprocess.run(["make", "-n", "lab", "LAB_ARGS="], cwd=REPO, capture_output=True, text=True, check=True)
-    line = next(ln for ln in dry.stdout.replace("\\\n", " ").splitlines() if "/jupyter lab " in ln)
-    args = shlex.split(line)
-    return [a for a in args[args.index("lab") + 1:] if not a.startswith("--ServerApp.root_dir=") and a != "--allow-root"]
-
-
-@pytest.fixture(scope="module")
-def landing_server(course_copy, tmp_path_factory, chromium_executable):
-    """JupyterLab as ``make lab`` starts it after ``make setup``: its arguments, the venv's settings overrides,
-    the course workspace, and a second kernel registered (as setup registers ``peft-course``)."""
-    home = tmp_path_factory.mktemp("landing-home")
-    load_script("lab_settings").install_workspace(home / "workspaces")
-    kernel = home / "data" / "kernels" / "peft-course" / "kernel.json"
-    kernel.parent.mkdir(parents=True)
-    kernel.write_text(json.dumps({"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-                                  "display_name": "PEFT adapter course (.venv)", "language": "python"}))
-    server = LabServer(course_copy, home, lab_args=make_lab_args())
-    yield server
-    server.stop()
-
-
-def test_landing_page(landing_server, page):
-    page.goto(f"{landing_server.url}/?token={landing_server.token}")
+def test_landing_page(lab_server, page):
+    """``make lab`` as a learner first sees it: the start page, whole lesson names in a narrow file browser,
+    one kernel, no pop-up, and no nbgrader; then the first lesson, with its code cells whole."""
+    page.goto(f"{lab_server.url}/?token={lab_server.token}")
     try:
         page.wait_for_selector(".jp-MarkdownViewer .jp-RenderedMarkdown h1", timeout=60_000)
         assert page.url.endswith(f"/tree/{START_PAGE}"), page.url
@@ -107,19 +109,17 @@ def test_landing_page(landing_server, page):
         assert [t.strip() for t in tabs] == ["START_HERE.md"], f"the main area shows {tabs}, not the start page alone"
         assert page.locator(".jp-RenderedMarkdown h1").first.inner_text().startswith("Start here")
         links = page.locator(".jp-RenderedMarkdown table a").evaluate_all("els => els.map(e => e.getAttribute('href'))")
-        lessons = sorted(p.name for p in (REPO / "notebooks").glob("0*.ipynb"))
-        linked = sorted(m.group(1) for x in links if (m := re.search(r"/files/notebooks/(0[^/?]+\.ipynb)", x)))
+        lessons = [Path(p).name for p in LESSONS]
+        linked = sorted(m.group(1) for x in links if (m := re.search(r"/files/notebooks/(\d\d_[^/?]+\.ipynb)", x)))
         assert linked == lessons, f"the start page links {linked}"
         step = page.locator(".jp-RenderedMarkdown ol li").first.inner_text()
         named = re.search(r"click the first lesson, (.+?):", " ".join(step.split()))
         assert named and page.locator(".jp-RenderedMarkdown table a", has_text=named.group(1)).count() == 1, (
             f"the first step says {step!r}, which names no link of the table")
 
-        names = page.locator(".jp-DirListing-itemText").evaluate_all(
-            "els => els.map(e => [e.innerText, e.scrollWidth <= e.clientWidth])")
+        names = page.locator(".jp-DirListing-itemText").evaluate_all(NAMES_SHOWN)
         assert sorted(n for n, _ in names) == sorted(lessons + ["START_HERE.md"]), "the file browser is not in notebooks/"
-        cut = [n for n, whole in names if not whole]
-        assert not cut, f"the file browser cuts these names: {cut}"
+        cut = [n for n, shown in names if not shown]  # asserted last, so the checks below run too
 
         page.wait_for_timeout(5000)  # JupyterLab asks about news a few seconds after it starts
         toasts = page.locator(".Toastify__toast").all_inner_texts()
@@ -127,7 +127,7 @@ def test_landing_page(landing_server, page):
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(SCREENSHOTS / "landing.png"))
 
-        specs = landing_server.api("GET", "/api/kernelspecs")["kernelspecs"]
+        specs = lab_server.api("GET", "/api/kernelspecs")["kernelspecs"]
         assert sorted(specs) == ["python3"], f"make lab offers the kernels {sorted(specs)}"
         page.locator("#jp-MainMenu .lm-MenuBar-item", has_text="File").click()
         page.locator(".lm-Menu-item", has_text="New Launcher").first.click()
@@ -135,14 +135,51 @@ def test_landing_page(landing_server, page):
         cards.first.wait_for()
         kernels = [" ".join(t.split()) for t in cards.all_inner_texts()]
         assert kernels == ["Python 3 (ipykernel)"], f"the Launcher offers the kernels {kernels}"
+
+        open_first_lesson(page, lessons[0])
+        assert nbgrader_ui(page) == [], f"make lab shows nbgrader to learners: {nbgrader_ui(page)}"
+        pages = {path: http_status(lab_server, path) for path in NBGRADER_PAGES}
+        assert set(pages.values()) == {404}, f"make lab serves nbgrader's pages: {pages}"
+        assert not cut, f"the file browser cuts more than the extension of these names: {cut}"
     finally:
-        page.goto("about:blank")  # the lesson tests open their own server's page
+        lab_server.shutdown_kernels()
+        page.goto("about:blank")  # the lesson tests open their own page
+
+
+def open_first_lesson(page, name: str) -> None:
+    """Double-click the lesson in the file browser; in the course's layout the notebook gets at least 70% of
+    the window, the file browser at most about a fifth, and no code cell is cut off on the right."""
+    page.locator(".jp-DirListing-item", has_text=name).first.dblclick()
+    page.wait_for_selector(".jp-NotebookPanel:not(.lm-mod-hidden) .jp-CodeCell .cm-content", timeout=60_000)
+    page.wait_for_timeout(1000)
+    layout = page.evaluate(LAYOUT)
+    page.screenshot(path=str(SCREENSHOTS / "first-lesson.png"))
+    assert 0 < layout["sidebar"] <= 0.21 * WINDOW, f"the file browser is {layout['sidebar']:.0f} px of {WINDOW}"
+    assert layout["notebook"] >= 0.7 * WINDOW, f"the notebook is {layout['notebook']:.0f} px of {WINDOW}"
+    assert layout["editors"] > 0, "no code cell editor to measure"
+    assert not layout["cut"], f"{len(layout['cut'])} code cells are cut off on the right, e.g. {layout['cut'][:2]}"
+
+
+def test_instructor_lab_shows_nbgrader(instructor_server, page):
+    """``make lab-instructor`` is the same lab with nbgrader: its menu, its side bar and its formgrader."""
+    page.goto(f"{instructor_server.url}/?token={instructor_server.token}")
+    try:
+        page.wait_for_selector(".jp-MarkdownViewer .jp-RenderedMarkdown h1", timeout=60_000)
+        menus = [t.strip() for t in page.locator("#jp-MainMenu .lm-MenuBar-item").all_inner_texts()]
+        assert "Nbgrader" in menus, f"make lab-instructor shows no Nbgrader menu: {menus}"
+        page.locator("#jp-MainMenu .lm-MenuBar-item", has_text="Nbgrader").click()
+        items = " ".join(page.locator(".lm-Menu-item").all_inner_texts())
+        assert "Formgrader" in items, f"the Nbgrader menu offers {items!r}"
+        page.keyboard.press("Escape")
+        assert any("Create Assignment" in t for t in nbgrader_ui(page)), nbgrader_ui(page)
+        pages = {path: http_status(instructor_server, path) for path in NBGRADER_PAGES}
+        assert set(pages.values()) == {200}, f"make lab-instructor does not serve nbgrader's pages: {pages}"
+    finally:
+        page.goto("about:blank")
 
 
 # ----- the lessons ------------------------------------------------------------------------------
-LESSONS = ["01_save_adapter", "02_reload_adapter", "03_gotchas_and_errors", "04_devices_and_dtypes",
-           "05_multi_adapter_switching", "06_training_checkpoints_and_new_tokens", "07_versions_sharing_and_combining"]
-NOTEBOOKS = [f"notebooks/{name}.ipynb" for name in LESSONS]
+NOTEBOOKS = LESSONS or [lesson(1)]  # by glob: lessons are split and renamed
 
 
 @pytest.mark.parametrize("nb", NOTEBOOKS)
@@ -154,13 +191,22 @@ def test_lesson_runs_without_error_outputs(lab, nb):
 
 
 @pytest.mark.parametrize("nb", NOTEBOOKS)
+def test_lesson_messages_are_explained_and_reports_shown_once(lab, nb):
+    """As JupyterLab ran it: every library message has its explanation next to it, and a repeated load report
+    prints one line (the rules of tests/test_lesson_warnings.py, applied to this run's outputs)."""
+    cells = ran(lab, nb).saved["cells"]
+    problems = LESSON_MESSAGES.unexplained(cells) + LESSON_MESSAGES.repeated_reports(cells)
+    assert not problems, f"{nb} in JupyterLab:\n" + "\n".join(problems)
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS)
 def test_lesson_quizzes_answer_right_and_wrong(lab, nb):
     ran(lab, nb)
     for box in lab.require_widgets("course-quiz", nb):
         check_quiz(lab, box)
 
 
-@pytest.mark.parametrize("nb", ["notebooks/01_save_adapter.ipynb"])
+@pytest.mark.parametrize("nb", [lesson(1)])
 def test_rank_control_updates_adapter_bytes(lab, nb):
     ran(lab, nb)
     for control in lab.require_widgets("course-rank-control", nb):
@@ -171,7 +217,7 @@ def test_rank_control_updates_adapter_bytes(lab, nb):
         assert "adapter bytes" in after, f"after moving the slider the text lost 'adapter bytes': {after!r}"
 
 
-@pytest.mark.parametrize("nb", ["notebooks/05_multi_adapter_switching.ipynb"])
+@pytest.mark.parametrize("nb", [lesson(5)])
 def test_adapter_panel_switches_generation(lab, nb):
     ran(lab, nb)
     for panel in lab.require_widgets("course-adapter-panel", nb):
@@ -194,6 +240,7 @@ def operate_adapter_panel(lab, panel):
     box.fill(SENTENCE)
     box.press("Enter")  # the text box commits on Enter; the reply may or may not change (sentiment: no)
     shown = settled_text(output, lab)
+    check_known_words(panel)
     group = panel.locator(".widget-toggle-buttons").filter(has=lab.page.locator("label", has_text="Adapter"))
     assert group.count() == 1, "the adapter panel has no toggle group labelled 'Adapter'"
     buttons = group.locator(".widget-toggle-button")
@@ -211,9 +258,22 @@ def operate_adapter_panel(lab, panel):
         f"no reply mentions a name from the typed sentence {SENTENCE!r}: {seen}")
 
 
+def check_known_words(panel):
+    """The panel lists the words the adapters know, and its one line flags the typed sentence's unknown name."""
+    known = panel.locator(".course-adapter-known")
+    assert known.count() == 1 and "Maria" in known.inner_text(), "the adapter panel does not list the known words"
+    words = panel.locator(".course-adapter-words")
+    assert words.count() == 1, "the adapter panel has no element with class course-adapter-words"
+    line = " ".join(words.inner_text().split())
+    assert line.startswith("Not in the training lists: Lucia."), f"typed {SENTENCE!r}, the panel says {line!r}"
+    assert "Carlos" not in line and "Madrid" not in line, f"known names flagged: {line!r}"
+    box = words.bounding_box()
+    assert box and box["height"] < 40, f"the unknown-words note takes more than one line ({box})"
+
+
 # ----- exercise 1 -------------------------------------------------------------------------------
-EXERCISE = "exercises/01_save_adapter.ipynb"
-SOLUTION = REPO / "exercises" / "solutions" / "01_save_adapter.ipynb"
+EXERCISE = exercise(1)
+SOLUTION = REPO / "exercises" / "solutions" / Path(EXERCISE).name
 ANSWER_MARK = "# YOUR CODE HERE"
 
 
@@ -257,4 +317,17 @@ def test_exercise_checks_turn_green_with_right_answers(lab, nb):
         after = lab.output_text(check)
         assert "✓" in after and "✗" not in after, (
             f"with the solution typed into cell {index}, check cell {check} shows {after!r}")
-    lab.screenshot("exercises__01_save_adapter_answered")
+    lab.screenshot(f"exercises__{Path(EXERCISE).stem}_answered")
+
+
+@pytest.mark.parametrize("nb", [EXERCISE])
+def test_exercise_tab_reads_exercise(lab, nb):
+    """An exercise's tab starts "Exercise_0...", so it is never taken for its lesson's tab (same topic)."""
+    if not list(REPO.glob("exercises/Exercise_*.ipynb")):
+        pytest.skip("no exercises/Exercise_*.ipynb yet: the exercise files are being renamed to Exercise_NN_topic.ipynb")
+    ran(lab, nb)
+    number = int(re.search(r"Exercise_(\d+)_", nb).group(1))
+    ran(lab, lesson(number))
+    texts = {path: " ".join(lab.tab(path).first.inner_text().split()) for path in (nb, lesson(number))}
+    assert texts[nb].startswith("Exercise_0"), f"the exercise's tab reads {texts[nb]!r}"
+    assert texts[nb] != texts[lesson(number)], f"the exercise and its lesson have the same tab text: {texts}"
