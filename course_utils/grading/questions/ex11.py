@@ -8,7 +8,6 @@ snapshotted by ``record_given`` as the given cells end, are the only copies of t
 from __future__ import annotations
 
 import json
-import logging
 import random
 import warnings
 from pathlib import Path
@@ -100,13 +99,7 @@ def four_bit_base():
     """Exercise 11 Q2: the course's base model loaded in 4-bit (bitsandbytes NF4 on CPU), as QLoRA trains on it."""
     from transformers import BitsAndBytesConfig
 
-    ops = logging.getLogger("bitsandbytes.backends.cpu.ops")
-    level = ops.level
-    ops.setLevel(logging.ERROR)   # on CPUs with AVX512-BF16 only: an optional kernel package is missing; nothing used
-    try:
-        return load_base_model(quantization_config=BitsAndBytesConfig(load_in_4bit=True))
-    finally:
-        ops.setLevel(level)
+    return load_base_model(quantization_config=BitsAndBytesConfig(load_in_4bit=True))
 
 
 # ============================================================================ Q1: a compiled run's adapter
