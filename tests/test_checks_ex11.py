@@ -4,6 +4,7 @@ that says what is wrong. The compiled run's folder and the adapter to merge are 
 from __future__ import annotations
 
 import copy
+import json
 import shutil
 
 import pytest
@@ -193,6 +194,13 @@ def _dequantized(folder):
     return _four_bit_merge(folder).dequantize(dtype=torch.float32)
 
 
+def _config_edited(folder, target):
+    _saved(_fp32_merge(folder), target)
+    config = json.loads((target / "config.json").read_text())
+    (target / "config.json").write_text(json.dumps({**config, "n_head": 2 * config["n_head"]}))
+    return target
+
+
 WRONG_Q2 = [
     (lambda f, a, t: _saved(_four_bit_merge(f), t), "4-bit checkpoint .*quantization_config"),
     (lambda f, a, t: _saved(_dequantized(f), t), "show 4-bit rounding"),
@@ -204,6 +212,7 @@ WRONG_Q2 = [
     (lambda f, a, t: _into_adapter_folder(f, t), "both adapter_config.json and a full model's config.json"),
     (lambda f, a, t: _saved(_scaled_merge(f, 2.0), t), "merged at 2 times its scale"),
     (lambda f, a, t: _saved(_bf16_merge(f), t), "weights are rounded"),
+    (lambda f, a, t: _config_edited(f, t), "config.json describes another model \\(n_head differ"),
     (lambda f, a, t: t / "never_saved", "nothing was saved"),
     (lambda f, a, t: _fp32_merge(f), "should be the folder's path"),
     (lambda f, a, t: AlwaysEqual(), "should be the folder's path"),

@@ -15,10 +15,12 @@ from pathlib import Path
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM
 
 from ...adapter_format import CONFIG_FILE, WEIGHTS_FILE
 from ...files import list_files
 from ...learner import learner_seed
+from ...messages import first_line
 from ...models import load_base_model
 from ...roundtrip import compare_logits
 from ..evidence import Evidence
@@ -42,6 +44,7 @@ COMPILED = "_orig_mod."          # the attribute under which torch.compile's Opt
 MERGED_ATOL = 1e-4               # a float32 merge in another order stays far closer than this
 FOUR_BIT_BLOCK = 64              # bitsandbytes' NF4 block: 16 values times its absmax
 MODEL_FILE = "model.safetensors"
+ARCHITECTURE = ("model_type", "vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "n_inner")
 TARGETS = (["c_attn"], ["c_attn", "c_fc"], ["c_attn", "c_proj"])   # each leaves some linear layer untouched
 
 
@@ -131,7 +134,7 @@ def _q1(ev: Evidence) -> str:
     if not holds(model, adapter, expected):
         untouched = all(not p.any() for n, p in model.named_parameters() if "lora_B" in n)
         raise Wrong("the LoRA B matrices of `repaired` are zero: no saved tensor reached its layers, so it computes "
-                    "the base model (lesson 11, 'torch.compile')." if untouched else
+                    "the base model (lesson 11)." if untouched else
                     "the active adapter of `repaired` does not hold the tensors saved in `compiled`, every layer "
                     "of them: load it from that folder.")
     with model.disable_adapter():
@@ -146,7 +149,7 @@ def _not_an_adapter(files: list[str]) -> None:
     if CONFIG_FILE in files and "config.json" in files:
         raise Wrong(f"the folder holds both {CONFIG_FILE} and a full model's config.json: the merge was saved into "
                     "the adapter's folder, and loaders take the folder for an adapter. Save it to a folder of its "
-                    "own (lesson 11, 'Where the merge goes').")
+                    "own.")
     require(CONFIG_FILE not in files, f"the folder holds {CONFIG_FILE}: it is an adapter, not a merged model "
                                       "(save what merge_and_unload() returns).")
     require("config.json" in files, f"no config.json in the folder (it holds {', '.join(files) or 'nothing'}): "
@@ -164,7 +167,7 @@ def _merged_state(path: Path) -> dict:
     require(isinstance(config, dict), "the folder's config.json is not a model config.")
     require("quantization_config" not in config, "the folder is a 4-bit checkpoint (config.json has a "
                                                  "quantization_config): it was merged into the 4-bit base. Merge into "
-                                                 "a full-precision base (lesson 11, 'QLoRA merges').")
+                                                 "a full-precision base.")
     require(MODEL_FILE in files, f"no {MODEL_FILE} in the folder: save with save_pretrained (safetensors).")
     return load_file(str(path / MODEL_FILE))
 
@@ -242,6 +245,23 @@ def _why_different(model, reference, plan: dict, gap: float) -> str:
     return f"the merged weights are not those of the adapter in `adapter` (logits {gap:.1e} off): merge that one."
 
 
+def _loads_plainly(path: Path) -> None:
+    """Fail unless ``AutoModelForCausalLM.from_pretrained`` loads the folder as the course's model, as serving will
+    (its config is compared with the course's first, so that the load stays the course model's size)."""
+    config = json.loads((path / "config.json").read_text(encoding="utf-8"))
+    own = load_base_model().config.to_dict()
+    changed = sorted(k for k in ARCHITECTURE if config.get(k) != own.get(k))
+    require(not changed, f"the folder's config.json describes another model ({', '.join(changed)} differ from the "
+                         "course's): save the merged course model with save_pretrained." if changed else "")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            AutoModelForCausalLM.from_pretrained(str(path), dtype=torch.float32)
+    except Exception as exc:  # noqa: BLE001 - any failure to load is the answer's, in one line
+        raise Wrong(f"AutoModelForCausalLM.from_pretrained cannot load the folder ({type(exc).__name__}: "
+                    f"{first_line(exc, 160)}): save the merged model with save_pretrained.") from None
+
+
 def _adapter_snapshot(ev: Evidence, plan: dict) -> Path:
     path = given_snapshot(ev, "ex11_given_adapter", "adapter")
     require(WEIGHTS_FILE in {p.name for p in path.iterdir()}, f"the folder `adapter` holds no {WEIGHTS_FILE}: run "
@@ -262,6 +282,7 @@ def _q2(ev: Evidence) -> str:
     result = compare_logits(reference, model, tokenizer(), atol=MERGED_ATOL)
     if not result.ok:
         raise Wrong(_why_different(model, reference, plan, result.max_abs_diff))
+    _loads_plainly(folder(ev, "merged_folder"))
     return (f"a full-precision merge: logits match the checker's float32 merge (max |difference| "
             f"{result.max_abs_diff:.1e}, allowed {MERGED_ATOL:g})")
 
