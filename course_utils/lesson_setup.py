@@ -38,9 +38,10 @@ EXPLAINED_IN_LESSON_1 = (
     (FutureWarning, r"`is_gradient_checkpointing` is deprecated"),
 )
 EXPLAINED_LOG_IN_LESSON_1 = "`loss_type=None` was set in the config but it is unrecognized"
-# peft imports bitsandbytes whenever it is installed. On a CPU with AVX512-BF16, bitsandbytes then logs that it could
-# not fetch an optional faster CPU kernel (the `kernels` package is not installed); its own CPU code gives the same
-# results. Lesson 11 shows and explains it (it imports bitsandbytes before calling setup_notebook); elsewhere it is noise.
+# peft imports bitsandbytes whenever it is installed. Only on a CPU with AVX512-BF16, bitsandbytes then logs, once, that
+# it could not fetch an optional faster CPU kernel (the `kernels` package is not installed) and uses its own CPU code.
+# A line that depends on the learner's CPU cannot be in a stored output, so setup_notebook always drops it (only it);
+# lesson 11 explains it in prose.
 BITSANDBYTES_KERNEL_LOG = ("bitsandbytes.backends.cpu.ops", "Failed to load CPU gemm_4bit_forward")
 
 
@@ -62,6 +63,11 @@ def hide_explained_messages() -> None:
     logger = logging.getLogger("transformers.modeling_utils")
     if not any(isinstance(f, _DropMessage) for f in logger.filters):
         logger.addFilter(_DropMessage(EXPLAINED_LOG_IN_LESSON_1))
+
+
+def hide_machine_dependent_messages() -> None:
+    """Drop bitsandbytes' "Failed to load CPU gemm_4bit_forward" log line, which only CPUs with AVX512-BF16 print
+    (see ``BITSANDBYTES_KERNEL_LOG``); setup_notebook calls it before anything imports peft."""
     bnb_logger = logging.getLogger(BITSANDBYTES_KERNEL_LOG[0])
     if not any(isinstance(f, _DropMessage) for f in bnb_logger.filters):
         bnb_logger.addFilter(_DropMessage(BITSANDBYTES_KERNEL_LOG[1]))
@@ -104,9 +110,11 @@ def seed_everything(seed: int = 0) -> None:
 def setup_notebook(seed: int = 0, show_explained: bool = False) -> None:
     """Seeds everything, turns off progress bars and prints warnings on one line without the install path,
     so a lesson's stored outputs are stable under nbval. The three messages lesson 1 explains are hidden
-    unless ``show_explained`` (lesson 1 shows them); no other warning or log message is filtered."""
+    unless ``show_explained`` (lesson 1 shows them), and bitsandbytes' CPU-dependent kernel line is dropped
+    (``hide_machine_dependent_messages``); no other warning or log message is filtered."""
     quiet_progress_bars()
     warnings.formatwarning = short_warning
+    hide_machine_dependent_messages()
     if not show_explained:
         hide_explained_messages()
     seed_everything(seed)

@@ -40,7 +40,10 @@ classifier_task
 colleague_adapter
 colleague_share
 combo_task
+compiled_run
+deploy_adapter
 entity_colleague
+four_bit_base
 gguf_adapter
 given_adapter
 half_dtype
