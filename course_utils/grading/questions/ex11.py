@@ -100,6 +100,7 @@ def deploy_adapter(target, learner=None) -> Path:
 
 def four_bit_base():
     """Exercise 11 Q2: the course's base model loaded in 4-bit (bitsandbytes NF4 on CPU), as QLoRA trains on it."""
+    # only the given cell loads in 4-bit; the judges, run by the grader, never need the quantization config
     from transformers import BitsAndBytesConfig
 
     return load_base_model(quantization_config=BitsAndBytesConfig(load_in_4bit=True))
