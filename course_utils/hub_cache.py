@@ -128,9 +128,11 @@ def record_revisions(folder, base_model: str, base_revision: str, adapter: str |
     """Write which commits a saved adapter was made from, next to its ``adapter_config.json``; return the file.
 
     peft keeps one revision, the base model's, in the config's ``revision`` field, and only when it was given to
-    ``get_peft_model(..., revision=...)``. This writes ``base_revision`` there too (``AutoPeftModel`` loads the
-    base at that commit), and both pairs to ``revisions.json``: ``{"base_model": {"repo_id": ..., "revision":
-    ...}, "adapter": {...}}``, the adapter's only when given (the Hub repo and commit it was loaded from).
+    ``get_peft_model(..., revision=...)``; the adapter's own commit (``PeftModel.from_pretrained(..., revision=)``)
+    is kept nowhere. This writes ``base_model`` and ``base_revision`` into the config's ``base_model_name_or_path``
+    and ``revision`` (``AutoPeftModel`` loads that base at that commit), and both pairs to ``revisions.json``:
+    ``{"base_model": {"repo_id": ..., "revision": ...}, "adapter": {...}}``, the adapter's only when given (the
+    Hub repo and commit it was loaded from). Revisions must be commits (40 hex digits), not branches.
     """
     folder = Path(folder)
     config_path = folder / CONFIG_FILE
@@ -145,7 +147,7 @@ def record_revisions(folder, base_model: str, base_revision: str, adapter: str |
             raise ValueError(f"the {role} revision {revision!r} is not a commit hash (40 hex digits): pin the commit, "
                              "not a branch such as 'main', which moves.")
     config = json.loads(config_path.read_text())
-    config["revision"] = base_revision
+    config["base_model_name_or_path"], config["revision"] = base_model, base_revision
     config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     record = {role: {"repo_id": repo_id, "revision": revision} for role, (repo_id, revision) in pairs.items()}
     path = folder / REVISIONS_FILE

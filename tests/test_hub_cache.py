@@ -147,7 +147,8 @@ def test_record_revisions_writes_peft_field_and_the_json(tmp_path, cache):
     assert written == folder / REVISIONS_FILE
     assert json.loads(written.read_text()) == {"base_model": {"repo_id": BASE_REPO, "revision": base},
                                                "adapter": {"repo_id": REPO, "revision": v1}}
-    assert PeftConfig.from_pretrained(str(folder)).revision == base
+    config = PeftConfig.from_pretrained(str(folder))
+    assert (config.base_model_name_or_path, config.revision) == (BASE_REPO, base)
     record_revisions(folder, BASE_REPO, base)
     assert set(json.loads(written.read_text())) == {"base_model"}
 
