@@ -8,7 +8,8 @@ Defined in lesson 8, section 5 "Hub revisions: pin the commit" (``add_commit``, 
     <cache_dir>/models--ORG--NAME/
         blobs/<etag>                          each file's bytes, once: named by sha256 for LFS files (weights),
                                               by git's blob sha1 for the others (json, README.md)
-        snapshots/<commit>/<file> -> ../../blobs/<etag>     one folder per commit, relative symlinks
+        snapshots/<commit>/<file> -> ../../blobs/<etag>     one folder per commit, relative symlinks (copies
+                                                            where the system refuses symlinks)
         refs/main                             the commit ``main`` points at (40 hex digits, no newline)
         trees/<commit>.json                   the commit's file list, as snapshot_download caches it
 
@@ -22,6 +23,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 from pathlib import Path
 
 from .adapter_format import CONFIG_FILE
@@ -30,6 +32,7 @@ REVISIONS_FILE = "revisions.json"  # written by record_revisions, next to adapte
 # Suffixes the Hub's default .gitattributes stores with git LFS (the weights formats the course meets).
 LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf", ".onnx", ".h5", ".msgpack")
 _COMMIT = re.compile(r"^[0-9a-f]{40}$")
+_REF = re.compile(r"^(?!.*\.\.)[\w.-]+(?:/[\w.-]+)*$")  # a branch or tag name: main, v1.0, refs/pr/1
 _REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*$")
 _TREE_FORMAT = 1  # huggingface_hub._tree_cache.TREE_CACHE_FORMAT_VERSION
 _CACHEDIR_TAG = ("Signature: 8a477f597d28d172789f06886806bc55\n"
@@ -77,6 +80,15 @@ def _write_if_absent(path: Path, data: bytes) -> None:
         os.replace(tmp, path)
 
 
+def _link_or_copy(blob: Path, link: Path) -> None:
+    """A relative symlink to the blob, or (where symlinks are refused, e.g. Windows without developer mode) a
+    copy of it, as huggingface_hub's ``_create_symlink`` does."""
+    try:
+        link.symlink_to(os.path.relpath(blob, link.parent))
+    except OSError:
+        shutil.copyfile(blob, link)
+
+
 def _write_ref(repo: Path, ref: str, commit: str) -> None:
     path = repo / "refs" / ref
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -91,6 +103,8 @@ def add_commit(cache_dir, repo_id: str, folder, ref: str | None = "main", messag
     the commit without moving any ref (a commit you only reach by its hash).
     """
     repo = repo_folder(cache_dir, repo_id)
+    if ref is not None and not (isinstance(ref, str) and _REF.match(ref)):
+        raise ValueError(f"{ref!r} is not a branch or tag name (such as 'main'): pass one, or ref=None.")
     files = _files_of(Path(folder))
     parent = read_ref(cache_dir, repo_id, ref) if ref and (repo / "refs" / ref).is_file() else ""
     entries, blobs = {}, {}
@@ -105,8 +119,8 @@ def add_commit(cache_dir, repo_id: str, folder, ref: str | None = "main", messag
     for name, etag in blobs.items():
         link = snapshot / name
         link.parent.mkdir(parents=True, exist_ok=True)
-        if not link.is_symlink():
-            link.symlink_to(os.path.relpath(repo / "blobs" / etag, link.parent))
+        if not (link.is_symlink() or link.exists()):
+            _link_or_copy(repo / "blobs" / etag, link)
     tree = {"format_version": _TREE_FORMAT, "files": {name: entries[name] for name in sorted(entries)}}
     _write_if_absent(repo / "trees" / f"{commit}.json", json.dumps(tree, indent=1).encode())
     _write_if_absent(Path(cache_dir) / "CACHEDIR.TAG", _CACHEDIR_TAG.encode())

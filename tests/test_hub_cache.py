@@ -62,6 +62,17 @@ def test_blobs_are_named_as_the_hub_names_them_and_snapshots_link_to_them(cache)
         os.readlink(p).rsplit("/", 1)[1] for p in (repo_folder(root, REPO) / "snapshots").rglob("*") if p.is_symlink()}
 
 
+def test_without_symlinks_the_snapshot_holds_copies_that_still_resolve(tmp_path, monkeypatch):
+    def refuse(self, target):
+        raise OSError("symlinks are not supported here")
+
+    monkeypatch.setattr("pathlib.Path.symlink_to", refuse)
+    commit = add_commit(tmp_path, REPO, shipped_adapter("english_ner"))
+    found = try_to_load_from_cache(REPO, "adapter_model.safetensors", cache_dir=tmp_path, revision="main")
+    assert found.endswith(f"{commit}/adapter_model.safetensors") and not os.path.islink(found)
+    assert open(found, "rb").read() == (shipped_adapter("english_ner") / "adapter_model.safetensors").read_bytes()
+
+
 def test_scan_cache_dir_reads_two_revisions_and_main_on_the_last(cache):
     root, v1, v2, base = cache
     info = scan_cache_dir(root)
@@ -121,18 +132,20 @@ def test_peft_and_transformers_load_each_commit_offline(cache, tokenizer):
     assert isinstance(caught.value.__context__, LocalEntryNotFoundError)
 
 
-@pytest.mark.parametrize("folder, repo_id, match", [
-    ("missing", REPO, "is not a folder"),
-    ("empty", REPO, "holds no files"),
-    ("adapter", "no-slash", "not a Hub model id"),
-    ("adapter", "org/na--me", "not a Hub model id"),
-    ("adapter", "../escape/x", "not a Hub model id"),
+@pytest.mark.parametrize("folder, repo_id, ref, match", [
+    ("missing", REPO, "main", "is not a folder"),
+    ("empty", REPO, "main", "holds no files"),
+    ("adapter", "no-slash", "main", "not a Hub model id"),
+    ("adapter", "org/na--me", "main", "not a Hub model id"),
+    ("adapter", "../escape/x", "main", "not a Hub model id"),
+    ("adapter", REPO, "../../outside", "not a branch or tag name"),
+    ("adapter", REPO, "", "not a branch or tag name"),
 ])
-def test_bad_input_is_one_clear_line(tmp_path, folder, repo_id, match):
+def test_bad_input_is_one_clear_line(tmp_path, folder, repo_id, ref, match):
     (tmp_path / "empty").mkdir()
     source = shipped_adapter("english_ner") if folder == "adapter" else tmp_path / folder
     with pytest.raises((ValueError, FileNotFoundError), match=match) as caught:
-        add_commit(tmp_path / "hub", repo_id, source)
+        add_commit(tmp_path / "hub", repo_id, source, ref=ref)
     assert "\n" not in str(caught.value)
     assert not (tmp_path / "hub").exists()
 
