@@ -46,19 +46,29 @@ def repo_folder(cache_dir, repo_id: str) -> Path:
     return Path(cache_dir) / ("models--" + repo_id.replace("/", "--"))
 
 
+def _digest(path: Path, algorithm: str, prefix: bytes = b"") -> str:
+    """Hex digest of ``prefix`` + the file's bytes, read in chunks (a full-size model is hundreds of MB)."""
+    digest = hashlib.new(algorithm, prefix)
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def _git_blob_sha1(data: bytes) -> str:
     """The id git (and the Hub's ``oid``) gives a file: sha1 of ``b"blob <size>\\0" + data``."""
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
-def _tree_entry(data: bytes, lfs: bool) -> tuple[str, dict]:
+def _tree_entry(path: Path, lfs: bool) -> tuple[str, dict]:
     """The file's etag (its blob's name) and its entry in ``trees/<commit>.json``."""
+    size = path.stat().st_size
     if not lfs:
-        blob_id = _git_blob_sha1(data)
-        return blob_id, {"size": len(data), "blob_id": blob_id}
-    sha256 = hashlib.sha256(data).hexdigest()
-    pointer = f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {len(data)}\n".encode()
-    return sha256, {"size": len(data), "blob_id": _git_blob_sha1(pointer), "lfs_sha256": sha256, "lfs_size": len(data)}
+        blob_id = _digest(path, "sha1", b"blob %d\0" % size)
+        return blob_id, {"size": size, "blob_id": blob_id}
+    sha256 = _digest(path, "sha256")
+    pointer = f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n".encode()
+    return sha256, {"size": size, "blob_id": _git_blob_sha1(pointer), "lfs_sha256": sha256, "lfs_size": size}
 
 
 def _files_of(folder: Path) -> dict[str, Path]:
@@ -72,11 +82,15 @@ def _files_of(folder: Path) -> dict[str, Path]:
     return files
 
 
-def _write_if_absent(path: Path, data: bytes) -> None:
+def _write_if_absent(path: Path, data: bytes | Path) -> None:
+    """Write ``data`` (bytes, or a file to copy) to ``path`` through a temporary name, unless ``path`` exists."""
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".incomplete")
-        tmp.write_bytes(data)
+        if isinstance(data, Path):
+            shutil.copyfile(data, tmp)
+        else:
+            tmp.write_bytes(data)
         os.replace(tmp, path)
 
 
@@ -109,10 +123,9 @@ def add_commit(cache_dir, repo_id: str, folder, ref: str | None = "main", messag
     parent = read_ref(cache_dir, repo_id, ref) if ref and (repo / "refs" / ref).is_file() else ""
     entries, blobs = {}, {}
     for name, path in files.items():
-        data = path.read_bytes()
-        etag, entries[name] = _tree_entry(data, lfs=name.endswith(LFS_SUFFIXES))
+        etag, entries[name] = _tree_entry(path, lfs=name.endswith(LFS_SUFFIXES))
         blobs[name] = etag
-        _write_if_absent(repo / "blobs" / etag, data)
+        _write_if_absent(repo / "blobs" / etag, path)
     listing = json.dumps(sorted(entries.items()), sort_keys=True)
     commit = hashlib.sha1(f"{repo_id}\n{parent}\n{message}\n{listing}".encode()).hexdigest()
     snapshot = repo / "snapshots" / commit
