@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from .expected_errors import describe_error, expect_error
     from .files import list_files, tensor_table
     from .generation import complete, task_accuracy
+    from .hub_cache import add_commit, record_revisions
     from .lesson_setup import setup_notebook
     from .library_messages import library_messages
     from .models import load_base_model, load_tokenizer
@@ -63,6 +64,8 @@ _EXPORTS = {
     "tensor_table": "files",
     "complete": "generation",
     "task_accuracy": "generation",
+    "add_commit": "hub_cache",
+    "record_revisions": "hub_cache",
     "setup_notebook": "lesson_setup",
     "library_messages": "library_messages",
     "load_base_model": "models",
