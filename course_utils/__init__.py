@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from .versions import check_versions, versions_summary
     from .widgets import adapter_playground, playground_reply
     from .your_turn import your_turn
+    from .zero3_sim import gathered_state_dict, simulate_zero3
 
 # The learner's API, name -> the module that defines it: the one list of public names. ``__all__`` is made from
 # it, and tests/test_init.py checks that the TYPE_CHECKING block above imports exactly these names.
@@ -96,6 +97,8 @@ _EXPORTS = {
     "adapter_playground": "widgets",
     "playground_reply": "widgets",
     "your_turn": "your_turn",
+    "gathered_state_dict": "zero3_sim",
+    "simulate_zero3": "zero3_sim",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -1,29 +1,42 @@
 """Exercise 9 (lesson 9, combining adapters, hot-swapping, dtypes and empty saves): given material and judges.
 
 Q1's given cell marks the base model it wraps with a mark drawn from ``secrets``; Q2's mix of the two shipped adapters
-is seeded by the learner.
+is seeded by the learner. Q3's teammate ran under a simulated ZeRO-3 (``zero3_sim``): the shape of their adapter is
+seeded, its weights drawn from ``secrets``; the folder, snapshotted by ``record_given`` as the given cell ends, holds
+the only copy of them.
 """
 from __future__ import annotations
 
 import random
+import warnings
 from functools import lru_cache
+from pathlib import Path
 
 import torch
-from peft import PeftModel
+from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
+from safetensors.torch import load_file, save_file
 
+from ...adapter_format import WEIGHTS_FILE
+from ...expected_errors import describe_error
 from ...learner import learner_seed
 from ...models import load_base_model
 from ...roundtrip import compare_logits, logits_of, sample_batch
 from ...shipped import shipped_adapter
+from ...zero3_sim import gathered_state_dict, simulate_zero3
 from ..evidence import Evidence, type_name
 from .common import (
     Question,
     Wrong,
     adapter_folder,
     folder,
+    given_snapshot,
+    own_rng,
+    quiet_save,
     require,
+    same_logits,
     secret_rng,
     tokenizer,
+    train_looking,
 )
 
 # Two adapters concatenated (cat) compute their weighted sum; float32 sums in another order stay this close.
@@ -122,8 +135,102 @@ def _q2(ev: Evidence) -> str:
     return f"reloads from {path.name}/ and computes {w_es:g} × es + {w_ner:g} × ner (within {COMBINED_ATOL:g})"
 
 
+# ============================================================================ Q3: an empty ZeRO-3 save, fixed
+GATHERED = "gathered.safetensors"
+TARGETS = (["c_attn"], ["c_attn", "c_proj"], ["c_attn", "c_fc"], ["c_fc", "c_proj"])
+
+
+def zero3_plan(seed: int) -> dict:
+    """Exercise 9 Q3: the rank and target modules of the teammate's adapter, from the learner's seed."""
+    rng = random.Random(seed * 7 + 5)
+    return {"r": rng.choice((4, 8, 12)), "targets": rng.choice(TARGETS)}
+
+
+def _plan_config(plan: dict) -> LoraConfig:
+    return LoraConfig(r=plan["r"], lora_alpha=2 * plan["r"], target_modules=plan["targets"], fan_in_fan_out=True)
+
+
+def zero3_teammate(target, learner=None) -> Path:
+    """Exercise 9 Q3, the given cell: a teammate's run under a simulated ZeRO-3 (``simulate_zero3``, lesson 9), saved
+    into ``target``: ``adapter/``, what their plain ``save_pretrained`` wrote (tensors of shape [0]), and
+    ``gathered.safetensors``, the state dict they gathered (``accelerator.get_state_dict``: every weight of their
+    PeftModel). The adapter's rank and targets are seeded; its trained-looking weights are drawn from ``secrets``."""
+    target = Path(target)
+    target.mkdir(parents=True, exist_ok=True)
+    with secret_rng():
+        model = get_peft_model(load_base_model(), _plan_config(zero3_plan(learner_seed(learner))))
+        train_looking(model)
+    simulate_zero3(model)
+    quiet_save(model, target / "adapter")
+    save_file(gathered_state_dict(model), str(target / GATHERED), metadata={"format": "pt"})
+    return target
+
+
+def _teammate_weights(ev: Evidence) -> dict:
+    """The teammate's LoRA tensors under peft's saved names, from the snapshot of their gathered state dict."""
+    file = given_snapshot(ev, "ex09_given_zero3", "teammate") / GATHERED
+    require(file.is_file(), f"the folder `teammate` holds no {GATHERED}: run the notebook from its first cell.")
+    model = get_peft_model(load_base_model(), _plan_config(zero3_plan(ev.seed)))
+    gathered, shapes = load_file(str(file)), {k: v.shape for k, v in model.state_dict().items()}
+    require({k: v.shape for k, v in gathered.items()} == shapes, "the folder `teammate` was made for another "
+                                                                 "learner: run the notebook from its first cell.")
+    return get_peft_model_state_dict(model, state_dict=gathered)
+
+
+def _saved_tensors(path: Path) -> dict:
+    """The folder's tensors; fails on a pickle file and on an empty (ZeRO-3) save, saying which."""
+    require((path / WEIGHTS_FILE).is_file(), f"the weights are in adapter_model.bin (a pickle), not {WEIGHTS_FILE}: "
+                                             "save in the default safetensors format (no safe_serialization=False).")
+    saved = load_file(str(path / WEIGHTS_FILE))
+    require(saved, f"{WEIGHTS_FILE} holds no tensors at all: an empty save, like Trainer's under ZeRO-3 without "
+                   "stage3_gather_16bit_weights_on_model_save; pass the gathered weights (lesson 9, section 5).")
+    empty = [k for k, v in saved.items() if v.numel() == 0]
+    if empty:
+        raise Wrong(f"{len(empty)} of the {len(saved)} saved tensors have shape [0] (e.g. {empty[0]}): the partitioned "
+                    "model was saved as it is; pass the gathered state dict as state_dict= (lesson 9, section 5).")
+    extra = [k for k in saved if "lora_" not in k]
+    require(not extra, f"{WEIGHTS_FILE} also holds {len(extra)} weights of the base model (e.g. {extra[:1]}): the whole "
+                       "gathered state dict was written; save_pretrained(out, state_dict=...) keeps the adapter's only.")
+    return saved
+
+
+def _reloaded(path: Path):
+    try:
+        with warnings.catch_warnings():   # a folder whose names match nothing warns; the verdict says it in one line
+            warnings.simplefilter("ignore")
+            return PeftModel.from_pretrained(load_base_model(), str(path))
+    except Exception as exc:   # any failure to load is the learner's folder: one line, never a crash
+        shown = " ".join(describe_error(exc, lines=2).split())   # torch's first line says only where it failed
+        raise Wrong("the folder does not load onto the course's base model: " + (
+            shown if len(shown) <= 300 else shown[:300] + "...")) from None
+
+
+def _q3(ev: Evidence) -> str:
+    """Lesson 9, empty adapters: a working adapter folder saved from the gathered state dict of a teammate whose
+    ZeRO-3 save holds only tensors of shape [0]."""
+    expected = _teammate_weights(ev)
+    path = folder(ev, "fixed_folder")
+    adapter_folder(path)
+    saved = _saved_tensors(path)
+    reloaded = _reloaded(path)
+    reference = get_peft_model(load_base_model(), _plan_config(zero3_plan(ev.seed)))
+    set_peft_model_state_dict(reference, expected)
+    if compare_logits(load_base_model(), reloaded, tokenizer()).ok:
+        zeros = all(not v.any() for k, v in saved.items() if "lora_B" in k)
+        raise Wrong("the reloaded adapter computes the base model: " + (
+            "its LoRA B matrices are zero, a fresh adapter's, not the teammate's weights." if zeros else
+            "no saved tensor reached a LoRA layer (their names do not match the adapter's)."))
+    mine = get_peft_model_state_dict(reloaded)
+    require(set(mine) == set(expected), "the reloaded adapter has other LoRA layers than the teammate's (its rank or "
+                                        "target modules differ): use the teammate's adapter_config.json.")
+    require(all(torch.equal(mine[k], expected[k]) for k in expected), "the reloaded adapter does not hold the "
+            f"teammate's weights from `teammate/{GATHERED}` (other values, or rounded to another dtype).")
+    return f"reloads from {path.name}/ with the teammate's gathered weights: " + same_logits(
+        reference.eval(), reloaded, "the reloaded adapter")
+
 
 QUESTIONS = (
     Question("ex09_q1", 2, ("clean_base",), _q1, ("sentiment",)),
     Question("ex09_q2", 2, ("combo_folder",), _q2),
+    Question("ex09_q3", 2, ("fixed_folder",), own_rng(_q3), folders=("fixed_folder",)),
 )
