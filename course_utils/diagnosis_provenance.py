@@ -35,7 +35,8 @@ def offline() -> bool:
 
 def in_hub_cache(repo_id: str) -> bool:
     """True when the local Hugging Face cache holds a ``config.json`` of ``repo_id`` (any revision); no network."""
-    from huggingface_hub.constants import HF_HUB_CACHE  # only here: a few tenths of a second, and only for Hub ids
+    # Imported here: it costs a few tenths of a second, and only a recorded Hub id needs it.
+    from huggingface_hub.constants import HF_HUB_CACHE
 
     snapshots = Path(HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}" / "snapshots"
     try:
