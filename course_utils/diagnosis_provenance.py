@@ -15,6 +15,7 @@ from pathlib import Path
 
 from . import diagnosis_report as read
 from .adapter_format import tensor_entries
+from .assets import SHIPPED_BASE_ID
 
 COMPILED_PREFIX = "_orig_mod."
 OFFLINE_VALUES = {"1", "ON", "YES", "TRUE"}
@@ -59,6 +60,12 @@ def check_recorded_base(config: dict, d) -> None:
               f"write the base the adapter was trained on into that field, {ALTERNATIVE}", read.RECORDED_BASE)
         return
     if Path(name).expanduser().is_dir():
+        return
+    if name == SHIPPED_BASE_ID:
+        d.add(f"base_model_name_or_path is {name!r}, the placeholder the course's shipped adapter files record for the "
+              "course's own model, which is no folder and no Hub model: take the shipped adapters from the course's "
+              "shipped_adapter helper, whose copy records this machine's course model, or point the field at that "
+              f"model's folder, {ALTERNATIVE}", read.RECORDED_BASE)
         return
     if looks_local(name) or not HUB_ID.fullmatch(name):
         d.add(f"base_model_name_or_path is the folder {name!r}, which does not exist on this machine (the adapter was "
