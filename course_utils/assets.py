@@ -49,5 +49,6 @@ def cache_dir() -> Path:
 
 # The LoRA configuration of the shipped adapters (``make assets`` trains them with it; stand-ins reuse it).
 SHIPPED_LORA = dict(r=16, lora_alpha=32, target_modules=["c_attn", "c_proj", "c_fc"], lora_dropout=0.0)
-# The shipped adapters record this in base_model_name_or_path; load them onto course_model().
+# The tracked shipped adapters record this placeholder in base_model_name_or_path (the model's folder differs on every
+# machine); shipped_adapter() returns a copy that names course_model() instead (see shipped.local_copy).
 SHIPPED_BASE_ID = "course-tiny-gpt2"

@@ -2,7 +2,8 @@
 
 Defined in lesson 3 (``diagnose``, ``python -m course_utils diagnose PATH [--base MODEL]``); lessons 6 to 9 add the
 failures of training and shipping: empty (ZeRO-3) saves, settings from a newer peft, embeddings saved for added
-tokens, classification heads, renamed module paths.
+tokens, classification heads, renamed module paths; lesson 2 a recorded base this machine cannot load, lesson 11
+a ``torch.compile``d model's keys (``diagnosis_provenance``).
 
 A finding names the problem, the evidence (which file, which names or shapes disagree) and where to read about it
 (a lesson section and a peft or transformers documentation page), never the code of the fix: see
@@ -33,6 +34,7 @@ from .diagnosis_files import (
     read_config,
     read_weights_header,
 )
+from .diagnosis_provenance import check_compiled_keys, check_recorded_base
 from .diagnosis_report import Reading, finding
 from .messages import one_line
 
@@ -97,7 +99,11 @@ def _diagnose(p: Path, shown: str, base_model, d: Diagnosis) -> None:
     leftover = _check_full_model(p, shown, files, d)
     config = read_config(p / CONFIG_FILE, d)
     peft_type = check_config_fields(config, d) if config is not None else None
+    if config is not None and not leftover:
+        check_recorded_base(config, d)
     header = _weights_header(p, shown, files, leftover, d)
+    if header is not None:
+        check_compiled_keys(header, d)
     lora = None
     has_tensors = header is not None and check_not_empty(header, files[WEIGHTS_FILE].stat().st_size, d)
     if has_tensors and config is not None and peft_type in LORA_LIKE:

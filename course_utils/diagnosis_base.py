@@ -63,6 +63,19 @@ def _load_base(base_model: str, config: dict, d) -> dict | None:
         return None
 
 
+def _origin(trained_on) -> str:
+    """`` (its config says it was made for X)``, X being "the course's model" for this machine's course model folder
+    (no machine-specific path in the line), else the name as recorded; ``""`` when none is recorded."""
+    if not trained_on or not isinstance(trained_on, str):
+        return ""
+    try:
+        ours = Path(trained_on).expanduser().resolve() == Path(course_model()).expanduser().resolve()
+    except (OSError, ValueError):
+        ours = False
+    label = "the course's model" if ours else repr(trained_on)
+    return f" (its config says it was made for {label})"
+
+
 def _renamed(missing: str, base: dict) -> str:
     """How the adapter's module path differs from the base's, when only a prefix differs; else ``""``."""
     parts = missing.split(".")
@@ -88,8 +101,7 @@ def check_base(config: dict, lora: LoraTensors, base_model: str, d) -> None:
     if base is None:
         return
     name = base_model if base_model.strip() else "course"
-    trained_on = config.get("base_model_name_or_path")
-    origin = f" (its config says it was made for {trained_on!r})" if trained_on else ""
+    origin = _origin(config.get("base_model_name_or_path"))
     tm = config.get("target_modules")
     absent = unmatched_targets(tm, base) if isinstance(tm, list) else []
     if absent:

@@ -45,6 +45,11 @@ CONFIG_SETTINGS = Reading(1, 5, "adapter_config.json, field by field", LORA_CONF
 WEIGHTS_FILE = Reading(1, 6, "Inside the weights file, without loading it", CHECKPOINT_DOCS)
 RANK = Reading(1, 6, "Inside the weights file, without loading it", LORA_CONFIG_DOCS)
 PICKLE = Reading(1, 7, "safe_serialization=False: the pickled .bin, and why not to use it", CHECKPOINT_DOCS)
+# Lesson 2: the base an adapter records, which transformers loads when given the adapter folder.
+RECORDED_BASE = Reading(2, 4, "Through transformers: model.load_adapter and from_pretrained(adapter_folder)",
+                        TRANSFORMERS_PEFT_DOCS, "When the recorded base is not on this machine")
+BASE_REVISION = Reading(2, 4, "Through transformers: model.load_adapter and from_pretrained(adapter_folder)",
+                        CHECKPOINT_DOCS, "When the recorded base is not on this machine")
 # Lesson 3: adapter-only saves, merged models, the error messages, diagnose itself.
 ADAPTER_ONLY = Reading(3, 1, "save_pretrained on a PeftModel saves only the adapter", LORA_GUIDE_DOCS)
 ERRORS = Reading(3, 6, "The error messages, and what each one means", PEFT_MODEL_DOCS)
@@ -65,6 +70,8 @@ NEWER_PEFT = Reading(8, 1, "An adapter saved by a newer peft", TROUBLESHOOTING_D
 RENAMED = Reading(8, 2, "Module paths renamed by a transformers refactor", PEFT_MODEL_DOCS)
 # Lesson 9: shipping.
 ZERO3 = Reading(9, 5, "Empty adapters and quantized bases", DEEPSPEED_DOCS, "The empty adapter (DeepSpeed ZeRO-3)")
+# Lesson 11: merging and compiling in practice.
+COMPILED = Reading(11, 6, "torch.compile and the _orig_mod. prefix", PEFT_MODEL_DOCS)
 
 def finding(text: str, read: Reading) -> str:
     """One line: the problem and its evidence (``text``), then where to read."""

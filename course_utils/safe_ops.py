@@ -1,6 +1,8 @@
-"""Saving and merging without losing work: atomic saves, merges that keep the adapters, safe ``.bin`` loading.
+"""Saving and merging without losing work: atomic saves, merges that keep the adapters, safe ``.bin`` loading,
+and repointing an adapter at its base model.
 
-Defined in lesson 3 (``safe_save``, ``merge_to_folder``, ``load_bin_adapter_weights``).
+Defined in lesson 3 (``safe_save``, ``merge_to_folder``, ``load_bin_adapter_weights``) and lesson 2, section 4
+(``set_base_model``).
 
 ``safe_save`` writes into a hidden stage folder beside the target and renames it into place only once
 ``save_pretrained`` has returned (``folders.staged_folder``).
@@ -8,6 +10,7 @@ Defined in lesson 3 (``safe_save``, ``merge_to_folder``, ``load_bin_adapter_weig
 from __future__ import annotations
 
 import copy
+import json
 import os
 import shutil
 from pathlib import Path
@@ -103,3 +106,55 @@ def load_bin_adapter_weights(path) -> dict:
         raise ValueError(f"{path.name} holds a {type(state).__name__}, not a dict of tensors: it is not an adapter's "
                          "weights file.")
     return state
+
+
+BACKUP_SUFFIX = ".bak"
+
+
+def _shown(value) -> str:
+    """``repr(value)`` for a printed line; an absolute path relative to the working folder, so no machine path shows."""
+    if isinstance(value, str) and value and Path(value).is_absolute():
+        try:
+            return repr(os.path.relpath(value))
+        except ValueError:  # another drive (Windows)
+            pass
+    return repr(value)
+
+
+def set_base_model(folder, base, revision: str | None = None) -> Path | None:
+    """Rewrite ``base_model_name_or_path`` in ``folder``'s adapter_config.json to ``base``, keeping a backup.
+
+    ``base`` is a local model folder (recorded as its absolute path; it must hold ``config.json``) or a Hub id
+    (then pass the ``revision`` the adapter was trained on, which is recorded too). The old config is first copied
+    to ``adapter_config.json.bak``; an existing backup is never overwritten (``FileExistsError``: move it away
+    first). The new config is written in one rename. Prints one line: the old value, the new one, the backup.
+    Returns the backup's path (``None`` when the config already records ``base``; nothing is written then).
+    """
+    folder = Path(folder)
+    config_file, backup = folder / CONFIG_FILE, folder / (CONFIG_FILE + BACKUP_SUFFIX)
+    if not config_file.is_file():
+        raise FileNotFoundError(f"no {CONFIG_FILE} in {folder}: give the adapter folder that save_pretrained wrote.")
+    base = str(base)
+    local = Path(base).expanduser()
+    if not base.strip():
+        raise ValueError("base is empty: give the base model's folder or its Hub id.")
+    if local.is_dir():
+        if not (local / "config.json").is_file():
+            raise ValueError(f"{base} holds no config.json, so it is not a saved model: give the base model's folder.")
+        base = str(local.resolve())
+    config = json.loads(config_file.read_text(encoding="utf-8"))
+    old = config.get("base_model_name_or_path")
+    new = config | {"base_model_name_or_path": base} | ({"revision": revision} if revision is not None else {})
+    if new == config:
+        print(f"{folder}: base_model_name_or_path already is {_shown(base)}; nothing changed")
+        return None
+    if backup.exists():
+        raise FileExistsError(f"{backup} already exists (an earlier repair's backup): move it away first, so that "
+                              "the original config is kept.")
+    shutil.copy2(config_file, backup)
+    stage = folder / f".{CONFIG_FILE}.saving"
+    stage.write_text(json.dumps(new, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(stage, config_file)
+    pinned = f", revision {revision!r}" if revision is not None else ""
+    print(f"{folder}: base_model_name_or_path {old!r} -> {_shown(base)}{pinned} (old config: {backup.name})")
+    return backup

@@ -1,12 +1,20 @@
 """The two adapters the course ships, or stand-ins of the same names when the course runs on another model.
 
-Defined in lesson 1 (``shipped_adapter``); lesson 5 loads both. With ``$COURSE_MODEL`` naming another model
+Defined in lesson 1 (``shipped_adapter``); lesson 5 loads both; lesson 2, section 4 shows why the copy below exists.
+The tracked folders record a placeholder base, ``course-tiny-gpt2``, because the shipped model's folder differs
+on every machine. peft's ``save_pretrained`` looks for that base's ``config.json`` (to see whether the vocabulary
+was resized); offline it cannot, and warns "Could not find a config file in course-tiny-gpt2". So
+``shipped_adapter`` returns a per-machine copy (``local_copy``) in the course cache whose ``adapter_config.json``
+names this machine's ``course_model()`` folder: saves are silent, and ``AutoModelForCausalLM.from_pretrained``
+finds the base. The tracked files are never changed. With ``$COURSE_MODEL`` naming another model
 (README, "Using the real GPT-2") the shipped adapters do not fit it, so ``standin_adapter`` trains adapters
 of the same names and configuration for a few steps and caches them, keyed by that model.
 """
 from __future__ import annotations
 
 import hashlib
+import json
+import shutil
 from pathlib import Path
 
 import torch
@@ -26,6 +34,7 @@ from .models import load_base_model, load_tokenizer
 from .training import train_demo_adapter
 
 STANDIN_STEPS = 6
+LOCAL_COPIES = "shipped-adapters"  # under cache_dir(): the per-machine copies of the shipped adapters
 _announced: set[str] = set()
 
 
@@ -45,7 +54,43 @@ def shipped_adapter(name: str) -> Path:
         raise FileNotFoundError(
             f"The shipped adapter {name!r} is missing at {path}: run `python -m course_utils build-assets`."
         )
-    return path
+    return local_copy(path, model)
+
+
+def local_copy(source: Path, base: str, cache: Path | None = None) -> Path:
+    """``source`` copied once into the course cache, its ``base_model_name_or_path`` set to ``base`` (a folder here).
+
+    The copy's folder is keyed by its config and the source's file sizes and times, so a rebuilt asset or another
+    checkout gets its own copy; it is written in one rename (``staged_folder``) and then only read.
+    """
+    config = json.loads((source / CONFIG_FILE).read_text(encoding="utf-8"))
+    config["base_model_name_or_path"] = str(Path(base).expanduser().resolve())
+    text = json.dumps(config, indent=2, sort_keys=True) + "\n"
+    files = sorted(f for f in source.iterdir() if f.is_file() and f.name != CONFIG_FILE)
+    stamp = "\n".join([text] + [f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files])
+    root = (cache or cache_dir()) / LOCAL_COPIES
+    folder = root / hashlib.sha256(stamp.encode()).hexdigest()[:16] / source.name
+    if _is_copy(folder, text, files):
+        return folder
+    try:
+        with staged_folder(folder, replace=folder.exists()) as stage:
+            for f in files:
+                shutil.copyfile(f, stage / f.name)
+            (stage / CONFIG_FILE).write_text(text, encoding="utf-8")
+    except OSError as exc:
+        if not _is_copy(folder, text, files):  # else another process wrote the same copy first
+            raise OSError(f"cannot write this machine's copy of the shipped adapter {source.name!r} under {root} "
+                          f"({type(exc).__name__}): set PEFT_COURSE_CACHE to a folder you can write to.") from None
+    return folder
+
+
+def _is_copy(folder: Path, text: str, files: list[Path]) -> bool:
+    """True when ``folder`` holds the config ``text`` and every file of ``files`` at its size."""
+    try:
+        return (folder / CONFIG_FILE).read_text(encoding="utf-8") == text and all(
+            (folder / f.name).stat().st_size == f.stat().st_size for f in files)
+    except OSError:
+        return False
 
 
 def model_key(model: str) -> str:

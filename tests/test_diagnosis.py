@@ -40,7 +40,7 @@ def snapshot(folder: Path) -> dict:
 
 
 # Where a finding says to read: a lesson section, then a peft or transformers documentation page.
-READ = re.compile(r'; read lesson [1-9], section \d+ ".+?"(?:, part ".+?")?, and '
+READ = re.compile(r'; read lesson [1-9]\d?, section \d+ ".+?"(?:, part ".+?")?, and '
                   r"https://huggingface\.co/docs/(?:peft|transformers)/\S+\.$")
 # The code of a fix: a call (not a plural "(s)"), an assignment or keyword argument, a shell command, a code span.
 CODE = re.compile(r"[A-Za-z_][\w.]*\((?!s\))|\b[A-Za-z_]\w*\s?=\s?[^=\s]|\bpip install\b|\bchmod\b|\brm -|`")
@@ -359,9 +359,12 @@ def test_base_without_the_target_modules(adapter):
     save_file(tensors, adapter / "adapter_model.safetensors")
     edit_config(adapter, target_modules=["c_attn", "c_proj", "q_proj"])
     assert diagnose(adapter).ok  # consistent on its own; only the base shows the problem
-    check(adapter, "target_modules q_proj match no module of the base model", "course-tiny-gpt2", base="course")
-    check(adapter, "4 LoRA module(s) of the adapter are not in the base model", "another model", "made for 'course-tiny-gpt2'",
+    check(adapter, "target_modules q_proj match no module of the base model", "made for the course's model",
           base="course")
+    check(adapter, "4 LoRA module(s) of the adapter are not in the base model", "another model",
+          "made for the course's model", base="course")
+    edit_config(adapter, base_model_name_or_path="openai-community/gpt2", revision="main")
+    check(adapter, "4 LoRA module(s)", "made for 'openai-community/gpt2'", base="course")
 
 
 def test_base_of_another_size(adapter, tmp_path):
@@ -571,7 +574,7 @@ def test_renamed_module_paths_match_nothing_in_the_base(adapter, old, new, needl
     save_tensors(adapter, {k.replace(old, new): v for k, v in shipped_tensors(SHIPPED).items()})
     assert diagnose(adapter).ok  # the file is consistent; only the base shows the renaming
     d = check(adapter, "16 module path(s) of the adapter match nothing", "Found missing adapter keys",
-              "only a prefix differs", needle, "made for 'course-tiny-gpt2'", "read lesson 8, section 2",
+              "only a prefix differs", needle, "made for the course's model", "read lesson 8, section 2",
               "Module paths renamed by a transformers refactor", base="course")
     assert len(d.problems) == 1
 
@@ -580,3 +583,92 @@ def test_cli_reports_an_empty_adapter_with_exit_code_1(adapter):
     save_tensors(adapter, {})
     run = run_cli(adapter)
     assert run.returncode == 1 and "ZeRO-3" in run.stdout and "Traceback" not in run.stdout + run.stderr
+
+
+# --- Where the adapter came from: the recorded base (lesson 2, section 4) and torch.compile's prefix (lesson 11) ---
+
+def test_the_shipped_adapter_records_this_machines_base(adapter):
+    recorded = json.loads((adapter / "adapter_config.json").read_text())["base_model_name_or_path"]
+    assert Path(recorded) == assets.SHIPPED_MODEL.resolve()
+    assert diagnose(adapter).ok
+
+
+@pytest.mark.parametrize("value, needle", [(..., "is missing"), (None, "is None"), ("", "is ''"), ("  ", "records no base")])
+def test_no_recorded_base(adapter, value, needle):
+    edit_config(adapter, base_model_name_or_path=value)
+    d = check(adapter, "records no base model", needle, "write the base the adapter was trained on",
+              'read lesson 2, section 4', 'part "When the recorded base is not on this machine"')
+    assert len(d.problems) == 1
+
+
+@pytest.mark.parametrize("path", ["/home/colleague/models/tiny-gpt2", "../their_models/tiny-gpt2", "~/nope/tiny-gpt2",
+                                  "C:\\Users\\colleague\\tiny-gpt2", "models/gpt2/final"])
+def test_a_base_folder_that_exists_only_on_another_machine(adapter, path):
+    edit_config(adapter, base_model_name_or_path=path)
+    d = check(adapter, f"the folder {path!r}, which does not exist on this machine",
+              "point that field at this machine's copy of the same base")
+    assert len(d.problems) == 1
+
+
+def test_a_relative_base_folder_that_exists_here_is_fine(adapter, tmp_path, monkeypatch):
+    (tmp_path / "bases" / "tiny").mkdir(parents=True)
+    edit_config(adapter, base_model_name_or_path="bases/tiny")
+    monkeypatch.chdir(tmp_path)
+    assert diagnose(adapter).ok
+
+
+@pytest.fixture()
+def hub_cache(tmp_path, monkeypatch):
+    """An empty local Hugging Face cache, offline; ``cache(repo_id)`` puts a model's config.json in it."""
+    import huggingface_hub.constants
+
+    root = tmp_path / "hub"
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(root))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    def cache(repo_id: str):
+        snapshot = root / f"models--{repo_id.replace('/', '--')}" / "snapshots" / "0123abc"
+        snapshot.mkdir(parents=True)
+        (snapshot / "config.json").write_text("{}")
+    return cache
+
+
+def test_a_hub_id_that_is_not_cached_while_offline(adapter, hub_cache):
+    edit_config(adapter, base_model_name_or_path="colleague/tiny-gpt2", revision="0123abc")
+    d = check(adapter, "'colleague/tiny-gpt2', which is neither a folder here nor a model in the local Hugging Face cache",
+              "offline", "download that model while online")
+    assert len(d.problems) == 1
+    hub_cache("colleague/tiny-gpt2")
+    assert diagnose(adapter).ok
+
+
+def test_an_uncached_hub_id_is_no_finding_when_online(adapter, hub_cache, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    edit_config(adapter, base_model_name_or_path="openai-community/gpt2", revision="607a30d")
+    assert diagnose(adapter).ok
+
+
+@pytest.mark.parametrize("revision", [..., None, ""])
+def test_a_hub_id_without_a_revision(adapter, hub_cache, revision):
+    hub_cache("openai-community/gpt2")
+    edit_config(adapter, base_model_name_or_path="openai-community/gpt2", revision=revision)
+    d = check(adapter, "names the Hub model 'openai-community/gpt2' but no revision is recorded",
+              "pin the revision the adapter was trained on")
+    assert len(d.problems) == 1
+    edit_config(adapter, revision="607a30d")
+    assert diagnose(adapter).ok
+
+
+def test_the_tracked_shipped_folder_names_its_placeholder(hub_cache):
+    """The tracked copy records "course-tiny-gpt2"; shipped_adapter() returns one that names this machine's base."""
+    d = check(assets.SHIPPED_ADAPTERS / "english_ner", "'course-tiny-gpt2', the placeholder",
+              "shipped_adapter helper, whose copy records this machine's course model")
+    assert len(d.problems) == 1
+
+
+@pytest.mark.parametrize("prefix", ["_orig_mod.", "module._orig_mod."])
+def test_keys_saved_from_a_compiled_model(adapter, prefix):
+    save_tensors(adapter, {prefix + k: v for k, v in shipped_tensors(SHIPPED).items()})
+    d = check(adapter, "32 tensor name(s)", "carry the prefix '_orig_mod.'", f"e.g. '{prefix}base_model.model.",
+              "torch.compile wrapper", "its _orig_mod", "strip the prefix", "read lesson 11, section 6")
+    assert len(d.problems) == 1

@@ -1,4 +1,4 @@
-"""course_utils.safe_ops: atomic saves, merges that keep every adapter, pickle-safe .bin loading."""
+"""course_utils.safe_ops: atomic saves, merges that keep every adapter, pickle-safe .bin loading, repointing the base."""
 import hashlib
 import os
 import subprocess
@@ -11,10 +11,8 @@ import torch
 
 from course_utils import compare_logits, diagnose, load_base_model
 from course_utils.roundtrip import logits_of, sample_batch
-from course_utils.safe_ops import load_bin_adapter_weights, merge_to_folder, safe_save
+from course_utils.safe_ops import load_bin_adapter_weights, merge_to_folder, safe_save, set_base_model
 from course_utils.shipped import shipped_adapter
-
-pytestmark = pytest.mark.filterwarnings("ignore:Could not find a config file")
 
 
 def snapshot(folder: Path) -> dict:
@@ -213,3 +211,88 @@ def test_a_malicious_bin_is_refused_not_run(tmp_path):
     assert "\n" not in str(e.value) and not marker.exists()
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_bin_adapter_weights(tmp_path / "nowhere")
+
+
+# ---- set_base_model (lesson 2, section 4)
+@pytest.fixture()
+def colleague_adapter(tmp_path):
+    """The shipped english_ner adapter as a colleague sent it: its config names a folder of their machine."""
+    import json
+    import shutil
+
+    folder = Path(shutil.copytree(shipped_adapter("english_ner"), tmp_path / "theirs"))
+    config = json.loads((folder / "adapter_config.json").read_text())
+    (folder / "adapter_config.json").write_text(json.dumps(config | {"base_model_name_or_path": "/home/them/tiny"}))
+    return folder
+
+
+def test_set_base_model_repoints_keeps_a_backup_and_says_so(colleague_adapter, capsys, monkeypatch, tmp_path):
+    import json
+
+    from transformers import AutoModelForCausalLM
+
+    from course_utils import course_model
+
+    monkeypatch.chdir(tmp_path)
+    original = (colleague_adapter / "adapter_config.json").read_bytes()
+    with pytest.raises(OSError):
+        AutoModelForCausalLM.from_pretrained(colleague_adapter)
+    backup = tmp_path / set_base_model("theirs", course_model())  # the folder as the learner types it, relative
+    line = capsys.readouterr().out
+    assert line.startswith("theirs: ") and line.count("\n") == 1 and "'/home/them/tiny' -> '" in line
+    assert line.rstrip().endswith("(old config: adapter_config.json.bak)")
+    assert str(tmp_path) not in line  # the new folder is shown relative to the working folder
+    assert backup == colleague_adapter / "adapter_config.json.bak" and backup.read_bytes() == original
+    config = json.loads((colleague_adapter / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == str(Path(course_model()).resolve())
+    assert diagnose(colleague_adapter).ok
+    from peft import PeftModel
+
+    from course_utils import load_tokenizer
+
+    reference = PeftModel.from_pretrained(load_base_model(), shipped_adapter("english_ner"))
+    repaired = AutoModelForCausalLM.from_pretrained(colleague_adapter).eval()
+    assert compare_logits(reference, repaired, load_tokenizer()).ok
+    assert sorted(p.name for p in colleague_adapter.iterdir()) == [
+        "README.md", "adapter_config.json", "adapter_config.json.bak", "adapter_model.safetensors"]
+
+
+def test_set_base_model_never_overwrites_a_backup(colleague_adapter, capsys):
+    from course_utils import course_model
+
+    set_base_model(colleague_adapter, course_model())
+    first_backup = (colleague_adapter / "adapter_config.json.bak").read_bytes()
+    assert set_base_model(colleague_adapter, course_model()) is None  # already repointed: nothing written
+    assert "nothing changed" in capsys.readouterr().out.splitlines()[-1]
+    with pytest.raises(FileExistsError, match="already exists .*move it away first"):
+        set_base_model(colleague_adapter, "openai-community/gpt2", revision="607a30d")
+    assert (colleague_adapter / "adapter_config.json.bak").read_bytes() == first_backup
+
+
+def test_set_base_model_records_a_hub_id_with_its_revision(colleague_adapter, capsys):
+    import json
+
+    set_base_model(colleague_adapter, "openai-community/gpt2", revision="607a30d")
+    config = json.loads((colleague_adapter / "adapter_config.json").read_text())
+    assert (config["base_model_name_or_path"], config["revision"]) == ("openai-community/gpt2", "607a30d")
+    assert "revision '607a30d'" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("base, error, needle", [
+    ("", ValueError, "base is empty"),
+    ("NO_CONFIG", ValueError, "holds no config.json"),
+])
+def test_set_base_model_bad_input_is_one_line_and_writes_nothing(colleague_adapter, tmp_path, base, error, needle):
+    if base == "NO_CONFIG":
+        base = tmp_path / "empty_folder"
+        base.mkdir()
+    before = snapshot(colleague_adapter)
+    with pytest.raises(error, match=needle) as err:
+        set_base_model(colleague_adapter, base)
+    assert "\n" not in str(err.value) and snapshot(colleague_adapter) == before
+
+
+def test_set_base_model_needs_an_adapter_folder(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no adapter_config.json in"):
+        set_base_model(tmp_path, "gpt2")
+

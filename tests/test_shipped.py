@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from course_utils import shipped, tasks
-from course_utils.assets import ADAPTER_NAMES, ASSETS, SHIPPED_ADAPTERS, SHIPPED_MODEL
+from course_utils.assets import ADAPTER_NAMES, ASSETS, SHIPPED_ADAPTERS, SHIPPED_BASE_ID, SHIPPED_MODEL
 from course_utils.maintenance.build_assets import SPLITS
 
 
@@ -54,8 +54,8 @@ def test_switching_adapters_changes_the_output(tokenizer):
 def test_build_report_matches_assets():
     report = json.loads((ASSETS / "build_report.json").read_text())
     assert all(report[f"{t}_heldout_accuracy"] >= 0.9 for t in ADAPTER_NAMES)
-    cfg = json.loads((shipped.shipped_adapter("english_ner") / "adapter_config.json").read_text())
-    assert cfg["peft_type"] == "LORA" and cfg["base_model_name_or_path"] == "course-tiny-gpt2"
+    cfg = json.loads((SHIPPED_ADAPTERS / "english_ner" / "adapter_config.json").read_text())
+    assert cfg["peft_type"] == "LORA" and cfg["base_model_name_or_path"] == SHIPPED_BASE_ID
 
 
 # ---- shipped_adapter and the stand-ins for another COURSE_MODEL (course_utils.shipped)
@@ -105,13 +105,71 @@ def test_model_key_follows_the_folder(small_model):
     assert shipped.model_key("gpt2") != shipped.model_key("distilgpt2")
 
 
-def test_default_run_uses_the_shipped_adapters_silently(monkeypatch, capsys):
+def test_default_run_uses_the_shipped_adapters_silently(monkeypatch, capsys, tmp_path):
     monkeypatch.delenv("COURSE_MODEL", raising=False)
+    monkeypatch.setenv("PEFT_COURSE_CACHE", str(tmp_path))
     for name in ADAPTER_NAMES:
-        assert shipped.shipped_adapter(name) == SHIPPED_ADAPTERS / name
+        folder = shipped.shipped_adapter(name)
+        assert folder.name == name and folder.is_relative_to(tmp_path / shipped.LOCAL_COPIES)
+        for f in (SHIPPED_ADAPTERS / name).iterdir():
+            if f.name != "adapter_config.json":
+                assert (folder / f.name).read_bytes() == f.read_bytes()
     monkeypatch.setenv("COURSE_MODEL", str(SHIPPED_MODEL) + "/")  # same folder, spelled differently
-    assert shipped.shipped_adapter("english_ner") == SHIPPED_ADAPTERS / "english_ner"
+    assert shipped.shipped_adapter("english_ner") == folder.parent / "english_ner"
     assert capsys.readouterr().out == ""
+
+
+def test_the_local_copy_names_this_machines_base_and_leaves_the_tracked_files_alone(monkeypatch, tmp_path):
+    monkeypatch.delenv("COURSE_MODEL", raising=False)
+    monkeypatch.setenv("PEFT_COURSE_CACHE", str(tmp_path))
+    tracked = {f: f.read_bytes() for f in (SHIPPED_ADAPTERS / "english_ner").iterdir()}
+    folder = shipped.shipped_adapter("english_ner")
+    copied = json.loads((folder / "adapter_config.json").read_text())
+    original = json.loads((SHIPPED_ADAPTERS / "english_ner" / "adapter_config.json").read_text())
+    assert copied.pop("base_model_name_or_path") == str(SHIPPED_MODEL.resolve())
+    assert copied == {k: v for k, v in original.items() if k != "base_model_name_or_path"}
+    assert {f: f.read_bytes() for f in (SHIPPED_ADAPTERS / "english_ner").iterdir()} == tracked
+    stamp = (folder / "adapter_model.safetensors").stat().st_mtime_ns
+    assert shipped.shipped_adapter("english_ner") == folder  # written once, then only read
+    assert (folder / "adapter_model.safetensors").stat().st_mtime_ns == stamp
+
+
+def test_a_damaged_local_copy_is_rewritten(monkeypatch, tmp_path):
+    monkeypatch.delenv("COURSE_MODEL", raising=False)
+    monkeypatch.setenv("PEFT_COURSE_CACHE", str(tmp_path))
+    folder = shipped.shipped_adapter("spanish_sentiment")
+    (folder / "adapter_model.safetensors").write_bytes(b"")
+    assert shipped.shipped_adapter("spanish_sentiment") == folder
+    assert (folder / "adapter_model.safetensors").read_bytes() == (
+        SHIPPED_ADAPTERS / "spanish_sentiment" / "adapter_model.safetensors").read_bytes()
+
+
+def test_saving_a_reloaded_shipped_adapter_is_silent(monkeypatch, tmp_path):
+    """The placeholder base made save_pretrained warn "Could not find a config file in course-tiny-gpt2"."""
+    import warnings
+
+    from peft import PeftModel
+
+    from course_utils import load_base_model
+
+    monkeypatch.delenv("COURSE_MODEL", raising=False)
+    monkeypatch.setenv("PEFT_COURSE_CACHE", str(tmp_path / "cache"))
+    model = PeftModel.from_pretrained(load_base_model(), shipped.shipped_adapter("english_ner"))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.save_pretrained(tmp_path / "saved")
+    assert [str(w.message) for w in caught if "Could not find a config file" in str(w.message)] == []
+    saved = json.loads((tmp_path / "saved" / "adapter_config.json").read_text())
+    assert saved["base_model_name_or_path"] == str(SHIPPED_MODEL.resolve())
+
+
+def test_an_unwritable_cache_is_one_clear_line(monkeypatch, tmp_path):
+    monkeypatch.delenv("COURSE_MODEL", raising=False)
+    (tmp_path / "file").write_text("not a folder")
+    monkeypatch.setenv("PEFT_COURSE_CACHE", str(tmp_path / "file"))
+    with pytest.raises(OSError, match="set PEFT_COURSE_CACHE to a folder you can write to") as err:
+        shipped.shipped_adapter("english_ner")
+    assert "\n" not in str(err.value)
 
 
 def test_shipped_adapter_trains_a_fitting_adapter_for_another_model(small_model, monkeypatch, capsys, tmp_path):
