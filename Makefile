@@ -47,7 +47,7 @@ lab-instructor: setup
 
 test: export OMP_NUM_THREADS := 1
 test: setup lint
-	$(PY) -m pytest -n 2 --dist loadfile tests
+	$(PY) -m pytest -n 2 --dist loadfile --durations=10 tests
 	$(MAKE) --no-print-directory check-notebooks
 
 # ruff: style, bugs, complexity. deptry: every import is declared in pyproject.toml. vulture: no dead code.

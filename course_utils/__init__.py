@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from .placement import assert_single_device, device_name, placement_report
     from .quizzes import Quiz, quiz
     from .roundtrip import LogitCheck, compare_logits, logits_of, sample_batch
-    from .safe_ops import load_bin_adapter_weights, merge_to_folder, safe_save
+    from .safe_ops import load_bin_adapter_weights, merge_to_folder, safe_save, set_base_model
     from .shipped import shipped_adapter
     from .storage import (
         adapter_bytes,
@@ -83,6 +83,7 @@ _EXPORTS = {
     "load_bin_adapter_weights": "safe_ops",
     "merge_to_folder": "safe_ops",
     "safe_save": "safe_ops",
+    "set_base_model": "safe_ops",
     "shipped_adapter": "shipped",
     "adapter_bytes": "storage",
     "full_model_bytes": "storage",

@@ -11,6 +11,9 @@ __getattr__
 __dir__
 
 # Exported lazily (course_utils._EXPORTS) and called only from the lessons.
+add_commit
+record_revisions
+set_base_model
 adapter_playground
 assert_single_device
 bench_table
