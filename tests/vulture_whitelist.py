@@ -60,6 +60,7 @@ serving_model
 teammate_model
 teammate_state
 teammate_update
+zero3_teammate
 trainer_run
 try_loading
 tutorial_config
