@@ -22,6 +22,23 @@ MAX_HEADER_BYTES = 100 * 1024 * 1024
 LORA_KEY = re.compile(r"^(?:base_model\.model\.)?(?P<module>.+)\.lora_(?:embedding_)?(?P<ab>[AB])(?:\.[^.]+)?(?:\.weight)?$")
 
 
+# The attributes under which peft's LoRA layers keep their tensors (``LoraLayer.adapter_layer_names``), and the
+# matrix each holds; DoRA's magnitude vector is neither A nor B.
+LORA_PARTS = {"lora_A": "A", "lora_B": "B", "lora_embedding_A": "A", "lora_embedding_B": "B",
+              "lora_magnitude_vector": None}
+
+
+def is_lora_name(name: str, matrix: str | None = None) -> bool:
+    """Whether a parameter, state-dict or saved-tensor name belongs to a LoRA adapter, as opposed to the base model.
+
+    Lesson 1 teaches the rule: LoRA adds two small matrices, ``lora_A`` and ``lora_B``, next to each chosen layer,
+    so their names have a ``lora_A`` or ``lora_B`` part (``...c_attn.lora_B.default.weight`` in a model,
+    ``...c_attn.lora_B.weight`` in a saved file; ``lora_embedding_A`` / ``_B`` for an embedding, DoRA's
+    ``lora_magnitude_vector``). With ``matrix="A"`` or ``"B"``, only that matrix's names count.
+    """
+    return any(part in LORA_PARTS and (matrix is None or LORA_PARTS[part] == matrix) for part in name.split("."))
+
+
 def split_lora_key(key: str) -> tuple[str, str] | None:
     """``(module path, "A" or "B")`` for a LoRA tensor key, else ``None``."""
     m = LORA_KEY.match(key)

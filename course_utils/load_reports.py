@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import sys
 from pathlib import Path
 
 from transformers.utils import logging as transformers_logging
@@ -53,6 +54,7 @@ class RepeatedReports(logging.Filter):
         text = record.getMessage()
         if "LOAD REPORT" in text and not getattr(record, "report_checked", False):
             record.report_checked = True
+            sys.stdout.flush()  # what the cell printed before the load goes out first: a kernel sends stdout late
             short = self.shorten(text)
             if short != text:
                 record.msg, record.args = short, ()

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import torch
 
+from .adapter_format import is_lora_name
+
 
 @dataclass(frozen=True)
 class PlacementRow:
@@ -49,7 +51,7 @@ class PlacementReport:
 
 
 def _kind(name: str) -> str:
-    return "lora" if any(part.startswith("lora_") for part in name.split(".")) else "base"
+    return "lora" if is_lora_name(name) else "base"
 
 
 def _named_parameters(model):

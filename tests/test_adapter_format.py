@@ -5,8 +5,10 @@ import torch
 from course_utils.adapter_format import (
     CONFIG_FILE,
     LORA_KEY,
+    LORA_PARTS,
     WEIGHTS_FILE,
     in_out_features,
+    is_lora_name,
     matches_target,
     tensor_entries,
     unmatched_targets,
@@ -29,6 +31,30 @@ def test_file_names_are_peft_s():
 def test_lora_key_names_the_module_and_the_matrix(key, expected):
     m = LORA_KEY.match(key)
     assert ((m["module"], m["ab"]) if m else None) == expected
+
+
+@pytest.mark.parametrize("name, any_part, a, b", [
+    ("base_model.model.transformer.h.0.attn.c_attn.lora_A.default.weight", True, True, False),
+    ("base_model.model.transformer.h.0.attn.c_attn.lora_B.weight", True, False, True),
+    ("base_model.model.transformer.wte.lora_embedding_B.default", True, False, True),
+    ("base_model.model.transformer.h.0.attn.c_attn.lora_magnitude_vector.default.weight", True, False, False),
+    ("base_model.model.transformer.h.0.attn.c_attn.base_layer.weight", False, False, False),
+    ("base_model.model.lm_head.modules_to_save.flora_v2.weight", False, False, False),  # an adapter's own name
+    ("transformer.h.0.attn.c_attn.lora_dropout.default", False, False, False),  # a module, no tensor
+])
+def test_is_lora_name_reads_the_lora_part(name, any_part, a, b):
+    assert (is_lora_name(name), is_lora_name(name, "A"), is_lora_name(name, "B")) == (any_part, a, b)
+
+
+def test_is_lora_name_sorts_a_peft_model_s_parameters(base_model):
+    from peft import LoraConfig, get_peft_model
+    from peft.tuners.lora import LoraLayer
+
+    assert set(LORA_PARTS) == set(LoraLayer.adapter_layer_names)
+    model = get_peft_model(base_model, LoraConfig(r=2, target_modules=["c_attn"], use_dora=True))
+    lora = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert lora and {n for n, _ in model.named_parameters() if is_lora_name(n)} == lora
+    assert all(is_lora_name(n, "B") == (".lora_B." in n) for n in lora)
 
 
 def test_matches_target_follows_peft_rules():

@@ -1,7 +1,6 @@
 """course_utils.assets: where the shipped files are, which model the course uses, the cache folder."""
 import json
 import math
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +9,7 @@ import pytest
 
 from course_utils import assets
 from course_utils.adapter_format import read_safetensors_header, tensor_entries
+from course_utils.maintenance.notebook_env import notebook_environ
 
 
 def test_course_model_defaults_to_shipped(monkeypatch):
@@ -79,13 +79,13 @@ def test_shipped_llama_size_is_close_to_gpt2s():
 
 
 def test_shipped_llama_loads_offline():
-    """In a fresh process with HF_HUB_OFFLINE=1: the untied head, and the same tokens as GPT-2's tokenizer."""
+    """In a fresh process with the notebooks' environment (offline): the untied head, and the same tokens as GPT-2's tokenizer."""
     code = ("from course_utils.models import load_base_model, load_tokenizer; from course_utils import tasks; "
             "m = load_base_model(arch='llama'); t = load_tokenizer(arch='llama'); g = load_tokenizer(); "
             "e = tasks.task_splits('english_ner', 1, 1)[0][0]; "
             "print(type(m).__name__, m.lm_head.weight is m.get_input_embeddings().weight, "
             "sum(p.numel() for p in m.parameters()), t(e.prompt)['input_ids'] == g(e.prompt)['input_ids'])")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(Path(assets.__file__).parent.parent)}
+    env = {**notebook_environ(), "PYTHONPATH": str(Path(assets.__file__).parent.parent)}
     env.pop("COURSE_MODEL", None)
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]

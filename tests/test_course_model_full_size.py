@@ -5,12 +5,13 @@ tests/test_course_model_full_size.py``. Outputs differ from the stored ones (ran
 briefly trained adapters), so nbval runs in lax mode: every cell must run without an unexpected error.
 The folder is built once into ``~/.cache/peft-course`` (``course_utils.maintenance.full_size``).
 """
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from course_utils.maintenance.notebook_env import notebook_environ
 
 ROOT = Path(__file__).resolve().parents[1]
 LESSONS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
@@ -30,7 +31,7 @@ def test_lessons_are_found():
 @pytest.mark.slow
 @pytest.mark.parametrize("lesson", LESSONS, ids=[p.stem for p in LESSONS])
 def test_lesson_runs_on_full_size_gpt2(lesson, full_size_folder):
-    env = {**os.environ, "COURSE_MODEL": str(full_size_folder), "HF_HUB_OFFLINE": "1"}
+    env = {**notebook_environ(), "COURSE_MODEL": str(full_size_folder)}
     proc = subprocess.run(
         [sys.executable, "-m", "pytest", "--nbval-lax", "-p", "no:cacheprovider", "-q", str(lesson)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800,

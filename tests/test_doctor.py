@@ -1,13 +1,13 @@
-import os
 import subprocess
 import sys
 
 from course_utils import doctor
+from course_utils.maintenance.notebook_env import notebook_environ
 
 
 def test_doctor_passes_on_the_pinned_stack():
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    run = subprocess.run([sys.executable, "-m", "course_utils", "doctor"], capture_output=True, text=True, env=env)
+    run = subprocess.run([sys.executable, "-m", "course_utils", "doctor"], capture_output=True, text=True,
+                         env=notebook_environ())
     print(run.stdout)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "Traceback" not in run.stdout + run.stderr

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,13 +17,14 @@ from course_utils.grading.gradebook import (
     read_results,
     select_shard,
 )
+from course_utils.maintenance.notebook_env import notebook_environ
 
 EX01_MAX = sum(c.points for gid, c in CHECKS.items() if gid.startswith("ex01_"))
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "course_utils", *args], check=False, capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+                          timeout=300, env=notebook_environ())
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 7])

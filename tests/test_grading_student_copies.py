@@ -8,11 +8,11 @@ from course_utils.grading.checks import stub_message
 from course_utils.grading.student_copies import (
     BEGIN,
     END,
+    EXERCISES,
     RAISES,
     SOLUTIONS,
     assigned_names,
     build,
-    handout_copy,
     is_answer,
     is_check,
     release,
@@ -68,15 +68,31 @@ def test_student_copy_hides_answers_and_expects_check_failures(path):
     assert 1 <= len(checks) <= 5
     for cell in copy.cells:
         assert BEGIN not in cell.source and END not in cell.source
+        if cell.cell_type == "code":
+            assert cell.outputs == [] and cell.execution_count is None  # not run yet: the build runs it once
         if is_check(cell):
-            gid = cell.metadata.nbgrader.grade_id
             assert RAISES in cell.metadata.tags and cell.metadata.nbgrader.locked
-            assert [o.evalue for o in cell.outputs] == [stub_message(gid)]
         elif is_answer(cell):
-            assert cell.outputs == [] and "# YOUR CODE HERE" in cell.source
+            assert "# YOUR CODE HERE" in cell.source
     answers = [c for c in solution.cells if is_answer(c)]
     assert all(BEGIN in c.source for c in answers) and len(answers) == len(checks)
     assert render(student_copy(solution)) == render(copy)  # deterministic
+
+
+@pytest.mark.parametrize("path", solution_paths(), ids=lambda p: p.stem)
+def test_committed_copy_stores_its_run_with_the_unanswered_check_failures(path):
+    stored = nbformat.read(EXERCISES / path.name, as_version=4)
+    code = [c for c in stored.cells if c.cell_type == "code"]
+    assert [c.execution_count for c in code] == list(range(1, len(code) + 1))  # one run, top to bottom
+    for cell in code:
+        if is_check(cell):
+            gid = cell.metadata.nbgrader.grade_id
+            assert [(o.output_type, o.ename, o.evalue) for o in cell.outputs] == [
+                ("error", "CheckFailed", stub_message(gid))]
+        elif is_answer(cell):
+            assert cell.outputs == []
+        else:
+            assert not any(o.output_type == "error" for o in cell.outputs), cell.source[:80]
 
 
 def test_solutions_have_nbgrader_metadata_and_stored_passes():
@@ -107,7 +123,7 @@ def test_release_writes_the_handout_without_solutions_or_outputs(tmp_path):
                 assert cell.outputs == [] and cell.execution_count is None
             if is_answer(cell):
                 assert cell.source != answers[cell.metadata.nbgrader.grade_id] and "# YOUR CODE HERE" in cell.source
-        assert render(handed) == render(handout_copy(solution))
+        assert render(handed) == render(student_copy(solution))
 
 
 def test_release_refuses_a_folder_in_use(tmp_path):

@@ -3,6 +3,7 @@ a LOAD REPORT in full once, then one line per repeat."""
 import importlib
 import logging
 import os
+import sys
 import warnings
 
 import pytest
@@ -107,6 +108,17 @@ def test_the_handler_filter_prints_the_first_report_in_full_then_one_line(capsys
     err = capsys.readouterr().err
     assert err.count("score.weight") == 1 and err.count("LOAD REPORT") == 2
     assert "(the same 6-line report as above, not repeated)\nsomething else\n" in err
+
+
+def test_the_handler_filter_sends_what_the_cell_printed_before_the_report(monkeypatch):
+    """A kernel sends stdout in batches but the log handler flushes stderr at once: unflushed, a line printed before
+    a load landed after its report in the stored outputs (exercise 7's student copy, built under load)."""
+    flushes = []
+    monkeypatch.setattr(sys, "stdout", type("Out", (), {"write": len, "flush": lambda self: flushes.append(1)})())
+    reports = RepeatedReports()
+    for text in (REPORT_TEXT, "something else", REPORT_TEXT):
+        reports.filter(logging.LogRecord("transformers", logging.WARNING, __file__, 1, text, (), None))
+    assert len(flushes) == 2  # once before each report, never for other messages
 
 
 def test_library_messages_shortens_a_report_shown_before(capsys, monkeypatch):

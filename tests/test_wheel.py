@@ -1,6 +1,5 @@
 """The package stands alone: a wheel built from the repository, installed into a fresh folder and used from
 another directory, runs the doctor and the lesson helpers (the benchmark table included) without the checkout."""
-import os
 import shutil
 import subprocess
 import sys
@@ -8,6 +7,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
+
+from course_utils.maintenance.notebook_env import notebook_environ
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -41,7 +42,7 @@ def installed(tmp_path_factory):
 
 def _run(installed, code: list[str]):
     target, elsewhere = installed
-    env = {**os.environ, "PYTHONPATH": str(target), "HF_HUB_OFFLINE": "1"}
+    env = {**notebook_environ(), "PYTHONPATH": str(target)}
     env.pop("COURSE_MODEL", None)
     return subprocess.run([sys.executable, *code], cwd=elsewhere, env=env, capture_output=True, text=True,
                           timeout=300)

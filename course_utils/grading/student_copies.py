@@ -2,13 +2,13 @@
 
 The solution notebooks in ``exercises/solutions/`` are the one source. They mark answers with nbgrader's
 ``### BEGIN SOLUTION`` / ``### END SOLUTION`` and carry nbgrader cell metadata. A student copy replaces
-each answer region with a stub that sets the answer's names to None, and stores the outputs a fresh run
-of the copy gives: the given cells' outputs (copied from the solution), nothing for the answer cells, and
-for each check cell (tagged ``raises-exception``) the ✗ error its unanswered check raises. Strict nbval
-then proves that the solutions pass and the stubs do not. Used by every exercise.
+each answer region with a stub that sets the answer's names to None and tags each check cell
+``raises-exception``; the build runs that copy once in a fresh kernel and stores what the run gives: the given
+cells' outputs, nothing for the answer cells, and for each check cell the ✗ error its unanswered check raises.
+Strict nbval then proves that the solutions pass and the stubs do not. Used by every exercise.
 
-``python -m course_utils exercises release DIR`` writes the handout instead: the same copies with no stored
-outputs at all (a learner sees no ✗ line before running anything), a README, and no solution.
+``python -m course_utils exercises release DIR`` writes the handout instead: the same copies, never run, with no
+stored outputs at all (a learner sees no ✗ line before running anything), a README, and no solution.
 """
 from __future__ import annotations
 
@@ -22,11 +22,11 @@ from pathlib import Path
 import nbformat
 
 from ..folders import staged_folder
-from ..maintenance.execute import execute_notebook
+from ..maintenance.execute import execute_into
 from ..maintenance.repo import EXERCISES, SOLUTIONS
 from ..messages import one_line
 from . import EXERCISE_GLOB
-from .checks import CHECKS, stub_message
+from .checks import CHECKS
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 STUB_COMMENT = "# YOUR CODE HERE (replace None with your answer)"
@@ -96,38 +96,25 @@ def check_id_of(cell) -> str:
     return nbgrader_meta(cell).get("grade_id", "")
 
 
-def _error_output(message: str):
-    return nbformat.v4.new_output("error", ename="CheckFailed", evalue=message, traceback=[message])
-
-
 def student_copy(solution) -> nbformat.NotebookNode:
-    """The student version of a solution notebook (a new notebook; ``solution`` is not changed)."""
+    """The student version of a solution notebook, not run yet: answers stubbed, no outputs, no execution counts,
+    the cells that will raise tagged ``raises-exception`` (a new notebook; ``solution`` is not changed)."""
     nb = copy.deepcopy(solution)
-    count = 0
     for cell in nb.cells:
         cell.metadata.pop("execution", None)
         if cell.cell_type != "code":
             continue
-        count += 1
-        cell.execution_count = count
+        cell.outputs, cell.execution_count = [], None
         tags = [t for t in cell.metadata.get("tags", []) if t != RAISES]
         if is_answer(cell):
             cell.source = strip_solutions(cell.source)
-            cell.outputs = []
             if "raise NotImplementedError" in cell.source:
                 tags.append(RAISES)
-                cell.outputs = [nbformat.v4.new_output("error", ename="NotImplementedError",
-                                                       evalue="Write your answer here", traceback=[])]
         elif is_check(cell):
             gid = check_id_of(cell)
             if gid not in CHECKS:
                 raise ValueError(f"check cell {gid!r} has no entry in course_utils.grading.checks.CHECKS")
-            cell.outputs = [_error_output(stub_message(gid))]
             tags.append(RAISES)
-        else:
-            for out in cell.outputs:
-                if "execution_count" in out:
-                    out["execution_count"] = count
         if tags:
             cell.metadata["tags"] = tags
         else:
@@ -158,19 +145,18 @@ def build(solutions: Path = SOLUTIONS, dest: Path = EXERCISES, write: bool = Tru
     """Regenerate every student copy; return the copies whose sources or metadata were (or, with
     ``write=False``, would be) changed.
 
-    Writing also re-executes every copy in a fresh kernel (``make outputs``), so its stored outputs are the
-    ones a learner's first run gives: a given cell can print a once-per-process library warning that the
-    solution printed earlier, in an answer the copy does not have. Strict nbval then compares against them.
+    Writing runs each copy once in a fresh kernel, straight from the solution, and stores that run: its outputs
+    are the ones a learner's first run gives (a given cell can print a once-per-process library warning that the
+    solution printed earlier, in an answer the copy does not have). Strict nbval then compares against them.
     """
     changed = []
     for path in solution_paths(solutions):
-        text = render(student_copy(nbformat.read(path, as_version=4)))
+        nb = student_copy(nbformat.read(path, as_version=4))
         target = Path(dest) / path.name
-        if not target.is_file() or _canonical(target.read_text(encoding="utf-8")) != _canonical(text):
+        if not target.is_file() or _canonical(target.read_text(encoding="utf-8")) != _canonical(render(nb)):
             changed.append(target)
         if write:
-            target.write_text(text, encoding="utf-8")
-            execute_notebook(target)
+            execute_into(nb, target)
     return changed
 
 
@@ -194,16 +180,6 @@ def run_build(check_only: bool = False) -> int:
     return 0
 
 
-def handout_copy(solution) -> nbformat.NotebookNode:
-    """The student copy as handed out: no stored outputs at all (no ✗ lines before the learner runs anything)."""
-    nb = student_copy(solution)
-    for cell in nb.cells:
-        if cell.cell_type == "code":
-            cell.outputs = []
-            cell.execution_count = None
-    return nb
-
-
 HANDOUT_README = """# Exercises
 
 One notebook per lesson of the course. Open one in Jupyter (kernel "Python 3 (ipykernel)", named python3,
@@ -222,7 +198,7 @@ def release(dest: Path, solutions: Path = SOLUTIONS) -> list[Path]:
     written = []
     with staged_folder(dest) as stage:
         for path in solution_paths(solutions):
-            copy_nb = handout_copy(nbformat.read(path, as_version=4))
+            copy_nb = student_copy(nbformat.read(path, as_version=4))
             if any(BEGIN in c.source or END in c.source for c in copy_nb.cells):
                 raise ValueError(f"{path.name}: a solution region survived the stubbing")
             (Path(stage) / path.name).write_text(render(copy_nb), encoding="utf-8")

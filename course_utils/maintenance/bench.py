@@ -35,7 +35,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from peft.utils.hotswap import hotswap_adapter
 from transformers import AutoModelForCausalLM
 
-from ..adapter_format import WEIGHTS_FILE
+from ..adapter_format import WEIGHTS_FILE, is_lora_name
 from ..assets import course_model
 from ..bench_table import RESULTS
 from ..lesson_setup import quiet_libraries
@@ -154,7 +154,7 @@ def bench_model(name: str, folder: Path, work: Path, repeats: int) -> tuple[list
     for targets in TARGETS:
         for rank in RANKS:
             model = _peft_model(folder, rank, targets)
-            params = sum(p.numel() for n, p in model.named_parameters() if "lora_" in n)
+            params = sum(p.numel() for n, p in model.named_parameters() if is_lora_name(n))
             times = []
             for _ in range(max(1, repeats)):
                 out = fresh("adapter")

@@ -3,11 +3,12 @@
 A judge runs in the trusted checker on an ``Evidence`` (``grading/evidence.py``): the models it sees were rebuilt
 by the checker from the saved tensors, the folders are copies taken when the check cell ran, and the reference
 models come from the course's own seeded recipes, never from the learner's kernel. A judge returns the detail of
-its ✓ line or raises ``Wrong`` with the ✗ line. Used by ``ex01.py`` ... ``ex09.py``.
+its ✓ line or raises ``Wrong`` with the ✗ line. Used by ``ex01.py`` ... ``ex11.py``.
 """
 from __future__ import annotations
 
 import operator
+import re
 import secrets
 import warnings
 from collections.abc import Callable
@@ -22,7 +23,7 @@ from peft import PeftModel, get_peft_model_state_dict
 from peft.tuners.lora import LoraLayer
 from safetensors.torch import load_file
 
-from ...adapter_format import CONFIG_FILE, PICKLE_WEIGHTS_FILE, WEIGHTS_FILE
+from ...adapter_format import CONFIG_FILE, PICKLE_WEIGHTS_FILE, WEIGHTS_FILE, is_lora_name
 from ...files import list_files
 from ...models import load_base_model, load_tokenizer
 from ...roundtrip import compare_logits, logits_of, sample_batch
@@ -210,11 +211,11 @@ def active(model, name: str) -> str:
 
 
 def base_params(model):
-    return [(n, p) for n, p in model.named_parameters() if "lora_" not in n]
+    return [(n, p) for n, p in model.named_parameters() if not is_lora_name(n)]
 
 
 def lora_params(model):
-    return [(n, p) for n, p in model.named_parameters() if "lora_" in n]
+    return [(n, p) for n, p in model.named_parameters() if is_lora_name(n)]
 
 
 def dtype_counts(params) -> dict[str, int]:
@@ -238,7 +239,7 @@ def train_looking(model) -> None:
     with torch.no_grad():
         for name, p in model.named_parameters():
             if p.requires_grad:
-                p.add_(torch.randn_like(p) * (0.05 if "lora_" in name else 0.02))
+                p.add_(torch.randn_like(p) * (0.05 if is_lora_name(name) else 0.02))
 
 
 def own_rng(judge):
@@ -266,3 +267,25 @@ def given_snapshot(ev: Evidence, given_id: str, name: str) -> Path:
                                                       "notebook from its first cell.")
     return path
 
+
+
+def holds_on_course_base(model, name: str, expected: dict, wrong: tuple[str, str], within: str = "") -> None:
+    """Fail unless the active adapter of ``model`` (the answer ``name``) holds exactly ``expected`` and its base is
+    the course's untouched base model. ``wrong`` is the pair of ✗ lines: the first when its LoRA B matrices (those
+    whose names contain ``within``) are all zero, as when no saved tensor reached them, the second when they hold
+    other tensors."""
+    if not holds(model, active(model, name), expected):
+        untouched = all(not p.any() for n, p in model.named_parameters() if is_lora_name(n, "B") and within in n)
+        raise Wrong(wrong[0] if untouched else wrong[1])
+    with model.disable_adapter():
+        base_gap = compare_logits(model, load_base_model(), tokenizer()).max_abs_diff
+    require(base_gap == 0.0, f"`{name}`'s base model is not the course's base model.")
+
+
+def runs_as_remapped(model, name: str, path: Path, prefix: str) -> str:
+    """The ✓ detail when ``model`` computes what the adapter saved in ``path`` computes once ``prefix`` is dropped
+    from the start of its module paths, loaded with ``key_mapping`` (lessons 8 and 11: keys another version or
+    ``torch.compile`` renamed)."""
+    reference = PeftModel.from_pretrained(load_base_model(), str(path),
+                                          key_mapping={rf"^{re.escape(prefix)}": ""}).eval()
+    return same_logits(reference, model, f"`{name}`")

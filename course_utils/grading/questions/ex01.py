@@ -17,7 +17,7 @@ from peft import LoraConfig, get_peft_model, get_peft_model_state_dict
 from peft.tuners.lora import LoraLayer
 from safetensors.torch import save_file
 
-from ...adapter_format import CONFIG_FILE, PICKLE_WEIGHTS_FILE, WEIGHTS_FILE
+from ...adapter_format import CONFIG_FILE, PICKLE_WEIGHTS_FILE, WEIGHTS_FILE, is_lora_name
 from ...files import list_files
 from ...learner import learner_seed
 from ...messages import one_line
@@ -149,7 +149,7 @@ def _q1(ev: Evidence) -> str:
     require(not config.use_dora, "the adapter uses DoRA (use_dora=True): the task asks for plain LoRA.")
     n_modules = _check_layers(model, adapter, task)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    require(trainable and all("lora_" in n for n in trainable),
+    require(trainable and all(is_lora_name(n) for n in trainable),
             "only the LoRA weights should be trainable (the base stays frozen).")
     require(adapter_effect(model) > 1e-4, "the adapter does not change the output yet: a new adapter's LoRA B "
                                           "matrices are zero until it is trained (lesson 1, section 3).")

@@ -22,7 +22,7 @@ from peft import LoraConfig, PeftModel, get_peft_model, set_peft_model_state_dic
 from peft.tuners.lora import LoraLayer
 from safetensors.torch import load_file
 
-from ...adapter_format import CONFIG_FILE, WEIGHTS_FILE
+from ...adapter_format import CONFIG_FILE, WEIGHTS_FILE, is_lora_name
 from ...files import list_files
 from ...learner import learner_seed
 from ...messages import first_line
@@ -194,8 +194,7 @@ def _q2(ev: Evidence) -> str:
                                           "target the module name in every layer.")
     problem = _layer_problem(model, rank, alpha)
     require(problem is None, problem or "")
-    extra = sorted(n for n, p in model.named_parameters() if p.requires_grad and not (
-        ".lora_A." in n or ".lora_B." in n))
+    extra = sorted(n for n, p in model.named_parameters() if p.requires_grad and not is_lora_name(n))
     require(not extra, f"besides LoRA's A and B matrices, {len(extra)} tensor(s) would train (e.g. {extra[0] if extra else ''}"
                        "): put LoRA on the projection and nothing else (bias, modules_to_save).")
     return f"rank {rank} and scale {alpha}/{rank} in all {n_layers} layers, on the q/k/v projection only"

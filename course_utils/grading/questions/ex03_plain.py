@@ -10,7 +10,7 @@ import torch
 from peft import get_peft_model, set_peft_model_state_dict
 from safetensors.torch import load_file
 
-from ...adapter_format import CONFIG_FILE
+from ...adapter_format import CONFIG_FILE, is_lora_name
 from ...models import load_base_model
 from ..evidence import Evidence
 from ..rebuild import MODEL_CLASSES, lora_config_from, set_layer_state
@@ -34,7 +34,7 @@ def plain_with_lora(ev: Evidence, name: str) -> tuple[dict, dict] | None:
         if found:
             adapters.setdefault(found["adapter"], {})[
                 f"base_model.model.{found['module']}.lora_{found['ab']}.weight"] = tensor
-        elif "lora_" not in key:
+        elif not is_lora_name(key):
             base[key.replace(".base_layer.", ".")] = tensor
     return adapters, base
 

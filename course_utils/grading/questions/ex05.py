@@ -16,7 +16,7 @@ import torch
 from peft import PeftModel, get_peft_model
 from safetensors.torch import load_file, save_file
 
-from ...adapter_format import CONFIG_FILE, WEIGHTS_FILE
+from ...adapter_format import CONFIG_FILE, WEIGHTS_FILE, is_lora_name
 from ...assets import ADAPTER_NAMES
 from ...generation import complete
 from ...learner import learner_seed
@@ -131,7 +131,7 @@ def teammate_model(learner: str):
             state = load_file(str(shipped_adapter(name) / WEIGHTS_FILE))
             moved = set(rng.sample(range(4), 2))   # 2 of the 4 blocks, per learner
             state = {k: t + 0.2 * t.abs().mean() * torch.randn(t.shape, generator=gen)
-                     if "lora_B" in k and int(k.split(".h.")[1].split(".")[0]) in moved else t for k, t in state.items()}
+                     if is_lora_name(k, "B") and int(k.split(".h.")[1].split(".")[0]) in moved else t for k, t in state.items()}
             target = Path(tmp) / name
             target.mkdir()
             (target / CONFIG_FILE).write_bytes((shipped_adapter(name) / CONFIG_FILE).read_bytes())
@@ -158,7 +158,7 @@ def _from_plain(ev: Evidence, name: str, info: dict) -> PeftModel:
     own = model.state_dict()
     odd = [k for k, v in state.items() if k not in own or own[k].shape != v.shape]
     require(not odd, f"the layers of `{name}` do not match its adapter configs (e.g. {odd[:1]}).")
-    require(all(k in state for k in own if "lora_" in k), f"`{name}` lacks some of its adapters' tensors.")
+    require(all(k in state for k in own if is_lora_name(k)), f"`{name}` lacks some of its adapters' tensors.")
     with torch.no_grad():
         for key, tensor in state.items():
             own[key].copy_(tensor.to(own[key].dtype))
@@ -197,7 +197,7 @@ def _q1(ev: Evidence) -> str:
                 f"the adapter named {name!r} does not hold the weights of the shipped {name} adapter.")
     require(len(names) == len(ADAPTER_NAMES), f"`model` holds {names}: the task asks for the two shipped adapters only.")
     base = _base_state()
-    own = {k.replace(".base_layer.", "."): v for k, v in model.get_base_model().state_dict().items() if "lora_" not in k}
+    own = {k.replace(".base_layer.", "."): v for k, v in model.get_base_model().state_dict().items() if not is_lora_name(k)}
     changed = sorted(k for k in set(base) | set(own) if k not in own or k not in base or not torch.equal(own[k], base[k]))
     require(not changed, f"the base weights of `model` are not the course's base model ({changed[:1]} differs): load "
                          "the adapters onto a fresh load_base_model() (lesson 5, section 1).")

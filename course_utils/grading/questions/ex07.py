@@ -14,6 +14,7 @@ from peft import LoraConfig, PeftModel, TaskType, get_peft_model
 from peft.tuners.lora import LoraLayer
 from transformers import GPT2ForSequenceClassification
 
+from ...adapter_format import is_lora_name
 from ...assets import course_model
 from ...learner import learner_seed
 from ...messages import first_line
@@ -267,12 +268,12 @@ def _function_finds_best(ev: Evidence) -> None:
 
 def _trainable_lora(model, adapter: str) -> int:
     """The LoRA tensors of the active adapter all trainable, no base weight trainable (other adapters aside)."""
-    lora = [p for n, p in model.named_parameters() if "lora_" in n and f".{adapter}." in n]
+    lora = [p for n, p in model.named_parameters() if is_lora_name(n) and f".{adapter}." in n]
     n_lora = sum(p.requires_grad for p in lora)
     require(n_lora == len(lora) and n_lora > 0, f"{len(lora) - n_lora} of the {len(lora)} LoRA tensors of the "
                                                 f"active adapter of `continued` ('{adapter}') are frozen: it could "
                                                 "not continue training.")
-    n_base = sum(p.requires_grad for n, p in model.named_parameters() if "lora_" not in n)
+    n_base = sum(p.requires_grad for n, p in model.named_parameters() if not is_lora_name(n))
     require(n_base == 0, f"{n_base} base-model parameters of `continued` require grad: training changes the base.")
     return n_lora
 
@@ -289,7 +290,7 @@ def _q2(ev: Evidence) -> str:
     adapter = active(model, "continued")
     found = next((c.name for c in sorted(run.glob("checkpoint-*")) if holds(model, adapter, weights_of(c))), None)
     if found is None:
-        zero = all(not p.any() for n, p in model.named_parameters() if "lora_B" in n)
+        zero = all(not p.any() for n, p in model.named_parameters() if is_lora_name(n, "B"))
         raise Wrong("`continued` holds a fresh adapter (its lora_B are zero), not a checkpoint's: the trained "
                     "weights were thrown away (lesson 7, 'Trainer checkpoints')." if zero else
                     "`continued` does not hold the weights of any checkpoint in `run`: load it from there.")

@@ -8,37 +8,38 @@ the given cells end, are the only copies of those weights.
 from __future__ import annotations
 
 import random
-import re
 from pathlib import Path
 
 import torch
-from peft import LoraConfig, PeftModel, get_peft_model, set_peft_model_state_dict
+from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 
-from ...adapter_format import WEIGHTS_FILE
+from ...adapter_format import WEIGHTS_FILE, is_lora_name
 from ...learner import learner_seed
 from ...models import load_base_model
-from ...roundtrip import compare_logits
 from ..evidence import Evidence
 from .common import (
     Question,
     Wrong,
     active,
     given_snapshot,
-    holds,
+    holds_on_course_base,
     own_rng,
     peft_model,
     quiet_save,
     require,
+    runs_as_remapped,
     same_logits,
     secret_rng,
-    tokenizer,
 )
 
 PREFIXES = ("decoder.", "backbone.", "gpt2.", "language_model.", "core.")  # not the lesson's "model."
 ADAPTER_NAMES = ("sentiment_v2", "reviews", "es_final", "prod", "run7")       # the teammate's adapter (Q2)
 STATE_FILE = "model_state.pt"
 SERVING = "serving"
+Q1_WRONG = ("the LoRA B matrices of `repaired` are zero: no saved tensor reached its layer, so it computes the base "
+            "model (lesson 8, 'Version drift').",
+            "the active adapter of `repaired` does not hold the tensors saved in `theirs`: load it from that folder.")
 
 
 
@@ -60,7 +61,7 @@ def renamed_colleague(target, learner=None) -> Path:
                                                              target_modules=plan["targets"], fan_in_fan_out=True))
         with torch.no_grad():
             for name, weight in model.named_parameters():
-                if "lora_B" in name:
+                if is_lora_name(name, "B"):
                     weight.normal_(0, 0.05)   # stands in for training
     quiet_save(model, target)
     weights = load_file(str(target / WEIGHTS_FILE))
@@ -99,19 +100,8 @@ def _q1(ev: Evidence) -> str:
     prefix = renamed_plan(ev.seed)["prefix"]
     expected = _saved_weights(path, prefix)
     model = _peft_answer(ev, "repaired")
-    adapter = active(model, "repaired")
-    if not holds(model, adapter, expected):
-        untouched = all(not p.any() for n, p in model.named_parameters() if "lora_B" in n)
-        raise Wrong("the LoRA B matrices of `repaired` are zero: no saved tensor reached its layer, so it computes "
-                    "the base model (lesson 8, 'Version drift')." if untouched else
-                    "the active adapter of `repaired` does not hold the tensors saved in `theirs`: load it from "
-                    "that folder.")
-    with model.disable_adapter():
-        base_gap = compare_logits(model, load_base_model(), tokenizer()).max_abs_diff
-    require(base_gap == 0.0, "`repaired`'s base model is not the course's base model.")
-    reference = PeftModel.from_pretrained(load_base_model(), str(path),
-                                          key_mapping={rf"^{re.escape(prefix)}": ""}).eval()
-    return "the saved weights are in use: " + same_logits(reference, model, "`repaired`")
+    holds_on_course_base(model, "repaired", expected, Q1_WRONG)
+    return "the saved weights are in use: " + runs_as_remapped(model, "repaired", path, prefix)
 
 # ============================================================================ Q2: a state_dict under another name
 def transplant_plan(seed: int) -> dict:
@@ -134,7 +124,7 @@ def teammate_state(target, learner=None) -> Path:
         model = get_peft_model(load_base_model(), _plan_config(plan), adapter_name=plan["name"])
         with torch.no_grad():
             for name, weight in model.named_parameters():
-                if "lora_B" in name:
+                if is_lora_name(name, "B"):
                     weight.normal_(0, 0.05)   # stands in for training
     torch.save(model.state_dict(), target / STATE_FILE)
     return target
@@ -152,7 +142,7 @@ def _teammate_weights(path: Path, name: str) -> dict:
     file = path / STATE_FILE
     require(file.is_file(), f"the folder `teammate` holds no {STATE_FILE}: run the notebook from its first cell.")
     state = torch.load(file, map_location="cpu", weights_only=True)
-    lora = {k: v for k, v in state.items() if "lora_" in k} if isinstance(state, dict) else {}
+    lora = {k: v for k, v in state.items() if is_lora_name(k)} if isinstance(state, dict) else {}
     require(lora and all(f".{name}." in k for k in lora), "the folder `teammate` was made for another learner: run "
                                                           "the notebook from its first cell.")
     return {k.replace(f".{name}.", ".", 1): v for k, v in lora.items()}
@@ -167,15 +157,11 @@ def _q2(ev: Evidence) -> str:
     adapter = active(model, "serving")
     require(adapter == SERVING, f"the active adapter of `serving` is named '{adapter}': the serving code asks for "
                                 f"'{SERVING}' (keep that name, load the weights into it).")
-    if not holds(model, adapter, expected):
-        untouched = all(not p.any() for n, p in model.named_parameters() if "lora_B" in n and f".{SERVING}." in n)
-        raise Wrong(f"the LoRA B matrices of `serving` are zero: no tensor of the teammate's state_dict reached its "
-                    f"layers; their keys name the adapter '{plan['name']}' (lesson 8, 'Names and state dicts')."
-                    if untouched else "the adapter 'serving' does not hold the teammate's tensors from "
-                    f"`teammate/{STATE_FILE}`: load them from that file.")
-    with model.disable_adapter():
-        base_gap = compare_logits(model, load_base_model(), tokenizer()).max_abs_diff
-    require(base_gap == 0.0, "`serving`'s base model is not the course's base model.")
+    wrong = (f"the LoRA B matrices of `serving` are zero: no tensor of the teammate's state_dict reached its layers; "
+             f"their keys name the adapter '{plan['name']}' (lesson 8, 'Names and state dicts').",
+             f"the adapter 'serving' does not hold the teammate's tensors from `teammate/{STATE_FILE}`: load them "
+             "from that file.")
+    holds_on_course_base(model, "serving", expected, wrong, within=f".{SERVING}.")
     reference = get_peft_model(load_base_model(), _plan_config(plan), adapter_name=SERVING)
     set_peft_model_state_dict(reference, expected, adapter_name=SERVING)
     return f"the teammate's '{plan['name']}' weights run as '{SERVING}': " + same_logits(reference.eval(), model,

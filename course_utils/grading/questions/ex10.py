@@ -20,7 +20,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from peft.tuners.lora import LoraLayer
 from safetensors.torch import load_file
 
-from ...adapter_format import CONFIG_FILE, split_lora_key
+from ...adapter_format import CONFIG_FILE, is_lora_name, split_lora_key
 from ...assets import course_model
 from ...files import list_files
 from ...gguf_export import gguf_names
@@ -116,7 +116,7 @@ def _model_state(ev: Evidence, name: str) -> dict:
     require(len(active) == 1, f"`{name}` has {len(active)} active adapters: activate exactly one.")
     where = (ev.folder / str(entry.get("dir") or entry.get("as")) / "state.safetensors").resolve()
     require(where.is_relative_to(ev.folder.resolve()) and where.is_file(), f"no tensors were saved for `{name}`.")
-    return {k.replace(f".{active[0]}.", ".default.") if "lora_" in k else k: v
+    return {k.replace(f".{active[0]}.", ".default.") if is_lora_name(k) else k: v
             for k, v in load_file(str(where)).items()}
 
 

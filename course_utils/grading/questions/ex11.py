@@ -17,7 +17,7 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM
 
-from ...adapter_format import CONFIG_FILE, WEIGHTS_FILE
+from ...adapter_format import CONFIG_FILE, WEIGHTS_FILE, is_lora_name
 from ...files import list_files
 from ...learner import learner_seed
 from ...messages import first_line
@@ -27,15 +27,14 @@ from ..evidence import Evidence
 from .common import (
     Question,
     Wrong,
-    active,
     folder,
     given_snapshot,
-    holds,
+    holds_on_course_base,
     own_rng,
     peft_model,
     quiet_save,
     require,
-    same_logits,
+    runs_as_remapped,
     secret_rng,
     tokenizer,
 )
@@ -45,6 +44,10 @@ MERGED_ATOL = 1e-4               # a float32 merge in another order stays far cl
 FOUR_BIT_BLOCK = 64              # bitsandbytes' NF4 block: 16 values times its absmax
 MODEL_FILE = "model.safetensors"
 ARCHITECTURE = ("model_type", "vocab_size", "n_positions", "n_embd", "n_layer", "n_head", "n_inner")
+Q1_WRONG = ("the LoRA B matrices of `repaired` are zero: no saved tensor reached its layers, so it computes the "
+            "base model (lesson 11).",
+            "the active adapter of `repaired` does not hold the tensors saved in `compiled`, every layer of them: "
+            "load it from that folder.")
 TARGETS = (["c_attn"], ["c_attn", "c_fc"], ["c_attn", "c_proj"])   # each leaves some linear layer untouched
 
 
@@ -73,7 +76,7 @@ def _trained(base, plan: dict):
     model = get_peft_model(base, _config(plan))
     with torch.no_grad():
         for name, weight in model.named_parameters():
-            if "lora_B" in name:
+            if is_lora_name(name, "B"):
                 weight.normal_(0, 0.05)   # stands in for training
     return model
 
@@ -114,7 +117,7 @@ def _compiled_weights(path: Path, plan: dict) -> dict:
     weights = load_file(str(path / WEIGHTS_FILE))
     theirs = f"base_model.model.{COMPILED}transformer."
     leaves = {k.split(".lora_")[0].rsplit(".", 1)[-1] for k in weights}
-    a_shapes = {tuple(v.shape)[0] for k, v in weights.items() if "lora_A" in k}
+    a_shapes = {tuple(v.shape)[0] for k, v in weights.items() if is_lora_name(k, "A")}
     require(weights and all(k.startswith(theirs) for k in weights) and leaves == set(plan["targets"])
             and a_shapes == {plan["r"]}, "the folder `compiled` was made for another learner: run the notebook "
                                          "from its first cell.")
@@ -131,18 +134,8 @@ def _q1(ev: Evidence) -> str:
         raise Wrong("`repaired` is a PeftModel around a model that is not the course's plain base model (a compiled "
                     "one?): the key names are the fault, not the base; load onto load_base_model().")
     model = peft_model(ev, "repaired")
-    adapter = active(model, "repaired")
-    if not holds(model, adapter, expected):
-        untouched = all(not p.any() for n, p in model.named_parameters() if "lora_B" in n)
-        raise Wrong("the LoRA B matrices of `repaired` are zero: no saved tensor reached its layers, so it computes "
-                    "the base model (lesson 11)." if untouched else
-                    "the active adapter of `repaired` does not hold the tensors saved in `compiled`, every layer "
-                    "of them: load it from that folder.")
-    with model.disable_adapter():
-        base_gap = compare_logits(model, load_base_model(), tokenizer()).max_abs_diff
-    require(base_gap == 0.0, "`repaired`'s base model is not the course's base model.")
-    reference = PeftModel.from_pretrained(load_base_model(), str(path), key_mapping={rf"^{COMPILED}": ""}).eval()
-    return "the compiled run's weights are in use: " + same_logits(reference, model, "`repaired`")
+    holds_on_course_base(model, "repaired", expected, Q1_WRONG)
+    return "the compiled run's weights are in use: " + runs_as_remapped(model, "repaired", path, COMPILED)
 
 
 # ============================================================================ Q2: a full-precision merge
@@ -267,7 +260,7 @@ def _adapter_snapshot(ev: Evidence, plan: dict) -> Path:
     path = given_snapshot(ev, "ex11_given_adapter", "adapter")
     require(WEIGHTS_FILE in {p.name for p in path.iterdir()}, f"the folder `adapter` holds no {WEIGHTS_FILE}: run "
                                                                "the notebook from its first cell.")
-    a_shapes = {tuple(v.shape)[0] for k, v in load_file(str(path / WEIGHTS_FILE)).items() if "lora_A" in k}
+    a_shapes = {tuple(v.shape)[0] for k, v in load_file(str(path / WEIGHTS_FILE)).items() if is_lora_name(k, "A")}
     require(a_shapes == {plan["r"]}, "the folder `adapter` was made for another learner: run the notebook from "
                                      "its first cell.")
     return path
