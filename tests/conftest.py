@@ -2,8 +2,6 @@ import os
 
 import pytest
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
 
 @pytest.fixture(scope="session", autouse=True)
 def _quiet():

@@ -4,7 +4,6 @@ question gets the same verdict and the same line. Also: solutions get full marks
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -17,7 +16,7 @@ from nbclient import NotebookClient
 from course_utils.grading import exercise_number
 from course_utils.grading.checks import CHECKS, SELF_CHECK
 from course_utils.grading.student_copies import check_id_of, is_answer, solution_paths
-from course_utils.maintenance.notebook_env import KERNEL_NAME
+from course_utils.maintenance.notebook_env import KERNEL_NAME, notebook_environ
 from course_utils.maintenance.repo import EXERCISES, SOLUTIONS
 
 # One exercise per lesson.
@@ -78,7 +77,7 @@ def graded(tmp_path_factory, requires_sandbox):
         nbformat.write(mixed(path), folder / path.name)
     run = subprocess.run([sys.executable, "-m", "course_utils", "grade", str(SOLUTIONS), str(EXERCISES),
                           str(folder), "--json", "--jobs", "2"], check=False, capture_output=True, text=True,
-                         timeout=1800, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+                         timeout=1800, env=notebook_environ())
     assert "Traceback" not in run.stderr + run.stdout, run.stderr[-2000:]
     results = [json.loads(line) for line in run.stdout.splitlines()]
     return run, results, folder

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from course_utils.grading.checks import CHECKS
 from course_utils.grading.run import plan_cells
 from course_utils.grading.student_copies import check_id_of
 from course_utils.grading.submission import identify_exercise, read_submission
+from course_utils.maintenance.notebook_env import notebook_environ
 from course_utils.maintenance.repo import EXERCISES, REPO, SOLUTIONS
 
 # One exercise per lesson.
@@ -34,7 +34,7 @@ EX01_MAX = sum(p for gid, p in POINTS.items() if gid.startswith("ex01_"))
 
 def grade_cli(*args: str, timeout: int = 900) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "course_utils", "grade", *args], check=False, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+                          timeout=timeout, env=notebook_environ())
 
 
 def results_of(run) -> dict[str, dict]:

@@ -15,6 +15,7 @@ import pytest
 
 from course_utils.grading import EXERCISE_GLOB
 from course_utils.grading.checks import CHECKS
+from course_utils.maintenance.notebook_env import notebook_environ
 from course_utils.maintenance.repo import EXERCISES, SOLUTIONS
 
 if shutil.which("nbgrader", path=str(Path(sys.executable).parent)) is None:
@@ -36,7 +37,7 @@ def nbgrader(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     """Run nbgrader; it calls ``alembic`` by name, so the environment's bin folder goes first on PATH."""
     path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     return subprocess.run([NBGRADER, *args], cwd=cwd, check=False, capture_output=True, text=True, timeout=900,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1", "PATH": path})
+                          env={**notebook_environ(), "PATH": path})
 
 
 def partly_right() -> nbformat.NotebookNode:
@@ -71,7 +72,7 @@ def course(tmp_path_factory, requires_sandbox):
     graded = nbgrader("autograde", "ex01", "--force", cwd=root)
     assert graded.returncode == 0, graded.stderr[-3000:]
     ours = subprocess.run([sys.executable, "-m", "course_utils", "grade", str(subs), "--json"], check=False,
-                          capture_output=True, text=True, timeout=900, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+                          capture_output=True, text=True, timeout=900, env=notebook_environ())
     assert ours.returncode == 0, ours.stderr[-3000:]
     return root, [json.loads(line) for line in ours.stdout.splitlines()]
 

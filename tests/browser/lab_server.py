@@ -22,6 +22,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+from course_utils.maintenance.notebook_env import notebook_environ
+
 # JupyterLab settings the tests need: every cell in the DOM (no virtual scrolling, so all outputs and
 # widgets can be inspected), cell timings recorded, no autosave racing the tests' own save, and no
 # news / update toasts over the notebook.
@@ -73,9 +75,8 @@ class LabServer:
             target = dirs["settings"] / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_text(json.dumps(values))
-        env = dict(os.environ, JUPYTER_CONFIG_DIR=str(dirs["config"]), JUPYTER_RUNTIME_DIR=str(dirs["runtime"]),
-                   JUPYTER_DATA_DIR=str(dirs["data"]), IPYTHONDIR=str(dirs["ipython"]),
-                   HF_HUB_OFFLINE="1", PYTHONHASHSEED="0")
+        env = dict(notebook_environ(), JUPYTER_CONFIG_DIR=str(dirs["config"]), JUPYTER_RUNTIME_DIR=str(dirs["runtime"]),
+                   JUPYTER_DATA_DIR=str(dirs["data"]), IPYTHONDIR=str(dirs["ipython"]))
         for name in ("JUPYTER_PATH", "JUPYTER_CONFIG_PATH"):
             env.pop(name, None)
         env.update(self.extra_env)

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dict
 
-from ...adapter_format import WEIGHTS_FILE
+from ...adapter_format import WEIGHTS_FILE, is_lora_name
 from ...learner import learner_seed
 from ...messages import one_line
 from ...models import load_base_model
@@ -190,7 +190,7 @@ def _part_lost(path: Path):
     model = reload(path)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if "lora_B" in name and any(f".h.{i}." in name for i in range(2)):
+            if is_lora_name(name, "B") and any(f".h.{i}." in name for i in range(2)):
                 p.zero_()
     return model
 

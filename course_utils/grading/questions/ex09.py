@@ -16,7 +16,7 @@ import torch
 from peft import LoraConfig, PeftModel, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
 from safetensors.torch import load_file, save_file
 
-from ...adapter_format import WEIGHTS_FILE
+from ...adapter_format import WEIGHTS_FILE, is_lora_name
 from ...expected_errors import describe_error
 from ...learner import learner_seed
 from ...models import load_base_model
@@ -71,7 +71,7 @@ def _no_lora_left(ev: Evidence) -> None:
                                  "transformers base model underneath it (lesson 9, 'Combining adapters').")
     lora = ev.lora_modules("clean_base")
     if lora:
-        empty = not any("lora_" in name for name in info.get("params") or {})
+        empty = not any(is_lora_name(name) for name in info.get("params") or {})
         raise Wrong(f"`clean_base` still has {len(lora)} LoRA layers (e.g. {lora[0]})" + (
             ", emptied of their adapter but still wrapping the base's layers: the task asks for the plain base "
             "model, without LoRA wrappers." if empty else ": they change what it computes."))
@@ -115,7 +115,7 @@ def _mixed_logits(w_es: float, w_ner: float):
     both.load_adapter(shipped_adapter("english_ner"), adapter_name="ner")
     with torch.no_grad():
         for name, p in both.named_parameters():
-            if "lora_B" in name:
+            if is_lora_name(name, "B"):
                 p.mul_(w_es if ".es." in name else w_ner)
     both.base_model.set_adapter(["es", "ner"])
     return logits_of(both, sample_batch(tokenizer()))
@@ -188,7 +188,7 @@ def _saved_tensors(path: Path) -> dict:
     if empty:
         raise Wrong(f"{len(empty)} of the {len(saved)} saved tensors have shape [0] (e.g. {empty[0]}): the partitioned "
                     "model was saved as it is; pass the gathered state dict as state_dict= (lesson 9, section 5).")
-    extra = [k for k in saved if "lora_" not in k]
+    extra = [k for k in saved if not is_lora_name(k)]
     require(not extra, f"{WEIGHTS_FILE} also holds {len(extra)} weights of the base model (e.g. {extra[:1]}): the whole "
                        "gathered state dict was written; save_pretrained(out, state_dict=...) keeps the adapter's only.")
     return saved
@@ -216,7 +216,7 @@ def _q3(ev: Evidence) -> str:
     reference = get_peft_model(load_base_model(), _plan_config(zero3_plan(ev.seed)))
     set_peft_model_state_dict(reference, expected)
     if compare_logits(load_base_model(), reloaded, tokenizer()).ok:
-        zeros = all(not v.any() for k, v in saved.items() if "lora_B" in k)
+        zeros = all(not v.any() for k, v in saved.items() if is_lora_name(k, "B"))
         raise Wrong("the reloaded adapter computes the base model: " + (
             "its LoRA B matrices are zero, a fresh adapter's, not the teammate's weights." if zeros else
             "no saved tensor reached a LoRA layer (their names do not match the adapter's)."))
