@@ -80,7 +80,9 @@ def bare_import_times(runs: int = 2, python: str = sys.executable, module: str =
     times = []
     for _ in range(runs):
         start = time.perf_counter()
-        subprocess.run([python, "-c", f"import {module}"], check=True, env=notebook_environ())
+        # output captured: on CPUs with AVX512-BF16 bitsandbytes logs a missing optional kernel at every import
+        # (lesson 11 explains it); here it would only repeat once per measurement
+        subprocess.run([python, "-c", f"import {module}"], check=True, env=notebook_environ(), capture_output=True)
         times.append(time.perf_counter() - start)
     return times
 
