@@ -136,8 +136,10 @@ def write(results: list[FloorRatio], out: Path = OUT, shares: dict[str, float] |
                      f"{r.floor_s:.1f} | {r.wall_s:.1f} | {r.ratio:.2f} | {low:.2f}-{high:.2f} |")
     if shares:
         peft = shares["peft"]
-        lines += ["", "What the floor is made of (median of bare imports; each includes the ones above it, and "
-                  "peft imports bitsandbytes when it is installed):", "",
+        lines += ["", "What the floor is made of: the median of bare imports, each in a fresh process. bitsandbytes "
+                  "and peft import torch; `import transformers` alone is lazy (peft then loads its modeling code); "
+                  "peft imports bitsandbytes whenever it is installed (`peft/helpers.py`), so every kernel pays for "
+                  "it, not only the QLoRA lesson's:", "",
                   "| import | s | share of `import peft` |", "|---|---:|---:|"]
         lines += [f"| `{m}` | {t:.2f} | {t / peft:.0%} |" for m, t in shares.items()]
     md = out / "floor_ratios.md"
